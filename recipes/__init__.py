@@ -1,0 +1,1 @@
+"""Recipes (YAML), shipped inside the package as `vstar.recipes`."""

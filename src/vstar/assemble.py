@@ -1,0 +1,132 @@
+"""Verify generated answers against the labels and assemble a cycle's instruction dataset.
+
+Accepted rows (direct answers that pass, and rationalized answers that pass after a direct failure) form the
+`default` config; every failed attempt goes to the `rejected` config with its verdict, so nothing generated is
+lost. A rationalized row is stored with the question WITHOUT the hint: the model must learn to reach the label
+from the video alone.
+
+```python
+from vstar.assemble import assemble_cycle
+stats = assemble_cycle(source_rows, generations, task, cycle=1, output_dir="runs/x/cycle-1/dataset")
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vstar.io import ParquetRowWriter, configs_yaml, split_file
+from vstar.schema import INSTRUCTION_FEATURES, conversation
+from vstar.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+def verify_generations(
+    generations: Sequence[Mapping[str, Any]], sources: Mapping[str, Mapping[str, Any]], task: Task
+) -> list[dict[str, Any]]:
+    """Attach the label and the verdict to each generated answer."""
+    verified = []
+    for row in generations:
+        label = task.label(sources[row["id"]])
+        verdict = task.verify(row["answer"], label)
+        verified.append({**row, "label": label, "verification": verdict.to_dict()})
+    return verified
+
+
+def _json_label(label: Mapping[str, Any]) -> str:
+    return json.dumps(label, sort_keys=True, default=str)
+
+
+def instruction_row(source: Mapping[str, Any], verified: Mapping[str, Any], task: Task, cycle: int) -> dict[str, Any]:
+    """The instruction-dataset row of one verified answer; the user turn is the direct prompt (no hint)."""
+    return {
+        "id": source["id"],
+        "video": source["video"],
+        "start": source.get("start"),
+        "end": source.get("end"),
+        "source": source.get("source"),
+        "task": task.name,
+        "label": _json_label(verified["label"]),
+        "question": verified["question"],
+        "answer": verified["answer"],
+        "messages": conversation(task.direct_prompt(verified["question"]), verified["answer"]),
+        "rationalized": verified["attempt"] == "rationalized",
+        "cycle": cycle,
+        "verification": verified["verification"],
+        "generator": verified["generator"],
+    }
+
+
+def assemble_cycle(
+    sources: Mapping[str, Mapping[str, Any]],
+    direct: Sequence[Mapping[str, Any]],
+    rationalized: Sequence[Mapping[str, Any]],
+    task: Task,
+    cycle: int,
+    output_dir: str | Path,
+    split: str = "train",
+) -> dict[str, Any]:
+    """Write `default` (accepted) and `rejected` Parquet files for one cycle; return the counts.
+
+    Args:
+        sources: source rows by id.
+        direct, rationalized: verified generation rows (see `verify_generations`).
+        task: the task (for prompts and its name).
+        cycle: the cycle number stored in each row.
+        output_dir: the dataset directory (Hub layout).
+        split: the split name the rows are written under.
+    """
+    output_dir = Path(output_dir)
+    passed_direct = {r["id"] for r in direct if r["verification"]["passed"]}
+    accepted_direct = accepted_rationalized = 0
+    rejected_reasons: Counter[str] = Counter()
+    with (
+        ParquetRowWriter(output_dir / split_file(split), INSTRUCTION_FEATURES) as accepted,
+        ParquetRowWriter(output_dir / split_file(split, "rejected"), INSTRUCTION_FEATURES) as rejected,
+    ):
+        for row in [*direct, *rationalized]:
+            if row["attempt"] == "rationalized" and row["id"] in passed_direct:
+                continue  # a hinted retry of a clip that already passed is not a training example
+            out = instruction_row(sources[row["id"]], row, task, cycle)
+            if row["verification"]["passed"]:
+                accepted.write(out)
+                if row["attempt"] == "rationalized":
+                    accepted_rationalized += 1
+                else:
+                    accepted_direct += 1
+            else:
+                rejected.write(out)
+                rejected_reasons[f"{row['attempt']}/{row['verification']['reason']}"] += 1
+    generated = len(direct)
+    stats = {
+        "cycle": cycle,
+        "generated": generated,
+        "accepted_direct": accepted_direct,
+        "accepted_rationalized": accepted_rationalized,
+        "accepted": accepted_direct + accepted_rationalized,
+        "rejected": sum(rejected_reasons.values()),
+        "rejected_by_reason": dict(rejected_reasons.most_common()),
+        "yield": (accepted_direct + accepted_rationalized) / generated if generated else None,
+        "direct_yield": accepted_direct / generated if generated else None,
+    }
+    (output_dir / "assemble_stats.json").write_text(json.dumps(stats, indent=2))
+    logger.info(
+        "cycle %d: %d generated, %d accepted direct, %d rationalized, %d rejected",
+        cycle,
+        generated,
+        accepted_direct,
+        accepted_rationalized,
+        stats["rejected"],
+    )
+    return stats
+
+
+def instruction_configs(split: str = "train") -> list[dict[str, Any]]:
+    """The README `configs:` of an instruction dataset directory."""
+    return configs_yaml({"default": [split], "rejected": [split]})

@@ -1,0 +1,117 @@
+"""The `vstar` command line: `vstar build|generate|verify|train|cycle|eval|push|demo`.
+
+Every command takes `--config recipe.yaml` plus `--field value` overrides of its typed settings; `vstar CMD
+--help` lists them.
+
+```bash
+vstar build shapes --output data/shapes
+vstar cycle --config recipes/demo/config_shapes_tiny.yaml --run_dir runs/shapes
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m vstar.cli train --config ...
+vstar demo --output-dir runs/demo
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+logger = logging.getLogger("vstar")
+
+USAGE = """usage: vstar <command> [--config RECIPE.yaml] [--field value ...]
+
+commands:
+  build SOURCE   build a source dataset (sources: {sources})
+  train          LoRA/full SFT of a video LLM on an instruction dataset
+  cycle          run or resume the Video-STaR loop
+  eval           evaluate a model on a held-out split
+  demo           the whole loop on synthetic clips and a tiny offline model
+"""
+
+
+def _normalise_flags(argv: list[str]) -> list[str]:
+    # `--output-dir` and `--output_dir` both work: dataclass fields use underscores.
+    normalised = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        normalised.append(arg)
+    return normalised
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_build(argv: list[str]) -> None:
+    from vstar.configs import parse_configs
+    from vstar.sources import SOURCES, builder_config
+
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit(f"vstar build needs a source name: {', '.join(SOURCES.names())}")
+    name, rest = argv[0], argv[1:]
+    builder = SOURCES.get(name)
+    (config,) = parse_configs((builder_config(name),), rest)
+    builder(config)
+
+
+def cmd_train(argv: list[str]) -> None:
+    from vstar.configs import parse_configs
+    from vstar.train.sft import VStarSFTConfig, train
+
+    (config,) = parse_configs((VStarSFTConfig,), argv)
+    train(config)
+
+
+def cmd_cycle(argv: list[str]) -> None:
+    from vstar.configs import CycleConfig, parse_configs
+    from vstar.cycle import CycleRunner
+    from vstar.demo import print_table
+    from vstar.train.sft import VStarSFTConfig
+
+    cycle_config, train_config = parse_configs((CycleConfig, VStarSFTConfig), argv)
+    print_table(CycleRunner(cycle_config, train_config).run())
+
+
+def cmd_eval(argv: list[str]) -> None:
+    from vstar.evaluate.cli import main
+
+    main(argv)
+
+
+def cmd_demo(argv: list[str]) -> None:
+    from vstar.demo import main
+
+    main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "build": cmd_build,
+    "train": cmd_train,
+    "cycle": cmd_cycle,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        from vstar.sources import SOURCES
+
+        print(USAGE.format(sources=", ".join(SOURCES.names())))
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"Unknown command {argv[0]!r}.")
+        return
+    _setup_logging()
+    COMMANDS[argv[0]](_normalise_flags(argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""The Video-STaR loop: generate -> verify -> rationalize -> assemble -> train -> evaluate, for K cycles.
+
+Everything lives in a run directory with a state file; each stage records its completion there and writes its
+output atomically, so a run killed at any point resumes with the same command without redoing finished stages
+and without losing or duplicating rows.
+
+```bash
+vstar cycle --config recipes/demo/config_shapes_tiny.yaml --run_dir runs/shapes
+```
+
+Run directory:
+```
+config.yaml  state.json  metrics.json  cycles.png
+cycle-0/eval/                 the starting model on the held-out split
+cycle-<k>/generations/        direct-*.parquet, rationalized-*.parquet (resumable chunks)
+cycle-<k>/dataset/            instruction dataset (Hub layout: configs `default` and `rejected`, README.md)
+cycle-<k>/model/              LoRA adapter + processor + README.md
+cycle-<k>/eval/               held-out answers and results.json
+cycle-<k>/control/            (optional) the control model and its evaluation
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vstar.assemble import assemble_cycle, verify_generations
+from vstar.cards import write_instruction_card, write_model_card
+from vstar.configs import CycleConfig, save_config
+from vstar.evaluate.run import evaluate_model
+from vstar.generate.base import GenerationBackend, GenerationRequest, get_backend, read_generations, run_generation
+from vstar.io import load_split
+from vstar.plots import plot_cycles
+from vstar.tasks.base import Task, draw_questions, get_task
+from vstar.train.sft import VStarSFTConfig, train
+
+logger = logging.getLogger(__name__)
+
+
+class RunState:
+    """The run's progress: finished stages with their results, saved atomically after every change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"]
+
+    def result(self, stage: str) -> Any:
+        return self.data["stages"][stage]
+
+    def mark(self, stage: str, result: Any = True) -> None:
+        self.data["stages"][stage] = result
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        tmp.replace(self.path)
+
+
+@dataclass
+class ModelRef:
+    """A model version: base weights plus an optional adapter."""
+
+    model: str
+    adapter: str | None = None
+
+    def __str__(self) -> str:
+        return self.model + (f" + {self.adapter}" if self.adapter else "")
+
+
+class CycleRunner:
+    """Runs (or resumes) the loop described by a `CycleConfig` and a training config.
+
+    Args:
+        config: the loop settings.
+        train_config: the training settings; `model_name_or_path` is the base model, `init_adapter` an optional
+            starting adapter (cycle 0's model).
+    """
+
+    def __init__(self, config: CycleConfig, train_config: VStarSFTConfig):
+        self.config = config
+        self.train_config = train_config
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state = RunState(self.run_dir / "state.json")
+        self.task: Task = get_task(config.task, **(config.task_options or {}))
+        self.generation = config.generation_settings(
+            train_config.num_frames, train_config.video_fps, train_config.seed
+        )
+        self._backend: tuple[str, GenerationBackend] | None = None
+        self._sources: dict[str, dict[str, Any]] | None = None
+        self._eval_rows: list[dict[str, Any]] | None = None
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def _load_split(self, split: str):
+        return load_split(self.config.source_dataset, split, revision=self.config.source_revision)
+
+    def _label_names(self, dataset) -> dict[str, list[str]]:
+        from datasets import ClassLabel
+
+        return {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
+
+    def _decode_labels(self, rows: list[dict[str, Any]], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+        # Class indices become class names: the task verifies text, and the vocabulary travels with the names.
+        for row in rows:
+            for column, vocabulary in names.items():
+                if isinstance(row.get(column), int):
+                    row[column] = vocabulary[row[column]]
+        return rows
+
+    @property
+    def sources(self) -> dict[str, dict[str, Any]]:
+        if self._sources is None:
+            dataset = self._load_split(self.config.train_split)
+            end = (
+                len(dataset)
+                if self.config.source_limit is None
+                else self.config.source_offset + self.config.source_limit
+            )
+            dataset = dataset.select(range(self.config.source_offset, min(end, len(dataset))))
+            rows = self._decode_labels(dataset.to_list(), self._label_names(dataset))
+            self._sources = {r["id"]: r for r in rows}
+        return self._sources
+
+    @property
+    def eval_rows(self) -> list[dict[str, Any]]:
+        if self._eval_rows is None:
+            if not self.config.eval_split:
+                self._eval_rows = []
+            else:
+                dataset = self._load_split(self.config.eval_split)
+                if self.config.eval_limit is not None:
+                    dataset = dataset.select(range(min(self.config.eval_limit, len(dataset))))
+                self._eval_rows = self._decode_labels(dataset.to_list(), self._label_names(dataset))
+        return self._eval_rows
+
+    # -- models -------------------------------------------------------------------------------------------
+    def model_ref(self, cycle: int) -> ModelRef:
+        """The model that results from `cycle` (0: the starting model)."""
+        if cycle == 0:
+            return ModelRef(self.train_config.model_name_or_path, self.train_config.init_adapter)
+        return self._trained_ref(self.run_dir / f"cycle-{cycle}" / "model")
+
+    def _trained_ref(self, model_dir: Path) -> ModelRef:
+        if self.train_config.finetuning == "full":
+            return ModelRef(str(model_dir))
+        return ModelRef(self.train_config.model_name_or_path, str(model_dir))
+
+    def backend(self, ref: ModelRef) -> GenerationBackend:
+        """One loaded model at a time: the model of cycle k evaluates and then generates for cycle k+1."""
+        key = str(ref)
+        if self._backend is None or self._backend[0] != key:
+            self._backend = None
+            self._backend = (key, get_backend(self.generation, ref.model, ref.adapter))
+        return self._backend[1]
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def _requests(self, cycle: int, attempt: str, ids: list[str]) -> list[GenerationRequest]:
+        questions = draw_questions(self.task, ids, seed=self.train_config.seed * 1000 + cycle)
+        requests = []
+        for clip_id, question in zip(ids, questions):
+            row = self.sources[clip_id]
+            if attempt == "direct":
+                prompt = self.task.direct_prompt(question)
+            else:
+                prompt = self.task.rationalization_prompt(question, self.task.label(row))
+            requests.append(
+                GenerationRequest(clip_id, attempt, question, prompt, row["video"], row.get("start"), row.get("end"))
+            )
+        return requests
+
+    def _generate(self, cycle: int, attempt: str, ids: list[str]) -> list[dict[str, Any]]:
+        stage = f"cycle-{cycle}/generate_{attempt}"
+        out_dir = self.run_dir / f"cycle-{cycle}" / "generations"
+        if not self.state.done(stage):
+            run_generation(
+                self._requests(cycle, attempt, ids),
+                self.backend(self.model_ref(cycle - 1)),
+                out_dir,
+                attempt,
+                self.generation,
+            )
+            self.state.mark(stage, {"requests": len(ids)})
+        return verify_generations(read_generations(out_dir, attempt), self.sources, self.task)
+
+    def _assemble(self, cycle: int) -> dict[str, Any]:
+        stage = f"cycle-{cycle}/assemble"
+        if self.state.done(stage):
+            return self.state.result(stage)
+        direct = self._generate(cycle, "direct", sorted(self.sources))
+        failed = sorted(r["id"] for r in direct if not r["verification"]["passed"])
+        rationalized = self._generate(cycle, "rationalized", failed) if self.config.rationalize and failed else []
+        dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
+        shutil.rmtree(dataset_dir, ignore_errors=True)
+        stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
+        stats["generator"] = str(self.model_ref(cycle - 1))
+        write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self._history())
+        self.state.mark(stage, stats)
+        return stats
+
+    def _train(self, cycle: int, dataset: str, output: Path, start: ModelRef, max_steps: int | None = None):
+        stage = f"cycle-{cycle}/train" if output.name == "model" else f"cycle-{cycle}/train_control"
+        if self.state.done(stage):
+            return self.state.result(stage)
+        partial = output.with_name(output.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        config = copy.deepcopy(self.train_config)
+        config.output_dir = str(partial)
+        config.dataset, config.dataset_config, config.dataset_split = dataset, "default", "train"
+        config.model_name_or_path, config.init_adapter = start.model, start.adapter
+        if max_steps is not None:
+            config.max_steps = max_steps
+        self._backend = None  # free the generation model's memory while training
+        summary = train(config)
+        shutil.rmtree(output, ignore_errors=True)
+        partial.rename(output)
+        summary["output_dir"] = str(output)
+        self.state.mark(stage, summary)
+        return summary
+
+    def _evaluate(self, cycle: int, ref: ModelRef, out_dir: Path, stage: str) -> dict[str, Any] | None:
+        if not self.eval_rows:
+            return None
+        if self.state.done(stage):
+            return self.state.result(stage)
+        results = evaluate_model(
+            self.backend(ref),
+            self.eval_rows,
+            self.task,
+            out_dir,
+            self.generation,
+            description={
+                "model": ref.model,
+                "adapter": ref.adapter,
+                "dataset": self.config.source_dataset,
+                "split": self.config.eval_split,
+            },
+        )
+        self.state.mark(stage, results["metrics"])
+        return results["metrics"]
+
+    def _control(self, cycle: int, steps: int) -> dict[str, Any] | None:
+        if not self.config.control_dataset:
+            return None
+        control_dir = self.run_dir / f"cycle-{cycle}" / "control"
+        # The control always continues from the previous control, as the cycles' models do in the demo.
+        previous = self.run_dir / f"cycle-{cycle - 1}" / "control" / "model"
+        start = self._trained_ref(previous) if cycle > 1 else self.model_ref(0)
+        self._train(cycle, self.config.control_dataset, control_dir / "model", start, max_steps=steps)
+        ref = self._trained_ref(control_dir / "model")
+        return self._evaluate(cycle, ref, control_dir / "eval", f"cycle-{cycle}/evaluate_control")
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def _history(self) -> list[dict[str, Any]]:
+        path = self.run_dir / "metrics.json"
+        return json.loads(path.read_text())["cycles"] if path.exists() else []
+
+    def _record(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        history = [c for c in self._history() if c["cycle"] != entry["cycle"]] + [entry]
+        history.sort(key=lambda c: c["cycle"])
+        (self.run_dir / "metrics.json").write_text(json.dumps({"cycles": history}, indent=2))
+        plot_cycles(history, self.run_dir / "cycles.png")
+        return history
+
+    def _stop_early(self, history: list[dict[str, Any]]) -> bool:
+        patience = self.config.early_stop_patience
+        scores = [c.get("heldout_accuracy") for c in history]
+        if not patience or len(scores) <= patience or any(s is None for s in scores):
+            return False
+        best_before = max(scores[:-patience])
+        return max(scores[-patience:]) < best_before + self.config.early_stop_min_delta
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every unfinished stage of every cycle; returns the per-cycle metrics."""
+        save_config(self.run_dir / "config.yaml", self.config, self.train_config)
+        initial = self._evaluate(0, self.model_ref(0), self.run_dir / "cycle-0" / "eval", "cycle-0/evaluate")
+        history = self._record(
+            {
+                "cycle": 0,
+                "model": str(self.model_ref(0)),
+                "yield": None,
+                "heldout_accuracy": initial and initial["accuracy"],
+                "control_heldout_accuracy": initial and initial["accuracy"],
+            }
+        )
+        for cycle in range(1, self.config.num_cycles + 1):
+            stats = self._assemble(cycle)
+            if not stats["accepted"]:
+                logger.warning(
+                    "Cycle %d accepted none of %d answers: there is nothing to train on. Check the task's prompts and "
+                    "verifier on cycle-%d/dataset (config `rejected`), or start from a stronger model.",
+                    cycle,
+                    stats["generated"],
+                    cycle,
+                )
+                break
+            start = self.model_ref(cycle - 1 if self.config.cycle_init == "previous" else 0)
+            dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
+            summary = self._train(cycle, str(dataset_dir), self.run_dir / f"cycle-{cycle}" / "model", start)
+            metrics = self._evaluate(
+                cycle, self.model_ref(cycle), self.run_dir / f"cycle-{cycle}" / "eval", f"cycle-{cycle}/evaluate"
+            )
+            control = self._control(cycle, summary["global_step"])
+            entry = {
+                "cycle": cycle,
+                "model": str(self.model_ref(cycle)),
+                **{
+                    k: stats[k] for k in ("generated", "accepted_direct", "accepted_rationalized", "rejected", "yield")
+                },
+                "rejected_by_reason": stats["rejected_by_reason"],
+                "train_steps": summary["global_step"],
+                "train_loss": summary["train_loss"],
+                "heldout_accuracy": metrics and metrics["accuracy"],
+                "heldout_parse_rate": metrics and metrics["parse_rate"],
+                "control_heldout_accuracy": control and control["accuracy"],
+            }
+            history = self._record(entry)
+            write_model_card(
+                self.run_dir / f"cycle-{cycle}" / "model",
+                entry=entry,
+                history=history,
+                cycle_config=self.config,
+                train_config=self.train_config,
+                dataset_dir=dataset_dir,
+            )
+            if self._stop_early(history):
+                logger.info("Held-out accuracy plateaued; stopping after cycle %d.", cycle)
+                break
+        return history

@@ -1,0 +1,81 @@
+"""`vstar eval`: evaluate a model (and optional adapter) on a held-out split with a task's verifier.
+
+```bash
+vstar eval --model runs/demo/warm-start --adapter runs/demo/cycle-3/model --dataset runs/demo/source \
+    --split test --task shapes --output results.json
+```
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vstar.configs import parse_configs
+from vstar.generate.base import GenerationSettings, get_backend
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and where to write the results."""
+
+    model: str = field(default="", metadata={"help": "Base model (directory or Hub id)."})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter (directory or Hub id[@revision])."})
+    dataset: str = field(default="", metadata={"help": "Source dataset (directory or Hub id[@revision])."})
+    split: str = field(default="test", metadata={"help": "Held-out split."})
+    task: str = field(default="action_recognition", metadata={"help": "Task whose verifier judges the answers."})
+    task_options: dict | str | None = field(default=None, metadata={"help": "Task options (mapping or JSON)."})
+    output: str = field(default="results.json", metadata={"help": "Where results.json is written."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many rows."})
+
+
+def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
+    if ref and "@" in ref and not Path(ref).exists():
+        name, revision = ref.rsplit("@", 1)
+        return name, revision
+    return ref, None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from datasets import ClassLabel
+
+    from vstar.evaluate.run import evaluate_model
+    from vstar.io import load_split
+    from vstar.tasks.base import get_task
+
+    config, settings = parse_configs((EvalConfig, GenerationSettings), argv)
+    options = json.loads(config.task_options) if isinstance(config.task_options, str) else config.task_options
+    task = get_task(config.task, **(options or {}))
+    dataset_name, dataset_revision = _split_revision(config.dataset)
+    dataset = load_split(dataset_name, config.split, revision=dataset_revision)
+    if config.limit is not None:
+        dataset = dataset.select(range(min(config.limit, len(dataset))))
+    vocabularies = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
+    rows = [{**r, **{k: names[r[k]] for k, names in vocabularies.items()}} for r in dataset]
+    adapter, adapter_revision = _split_revision(config.adapter)
+    if adapter_revision:
+        from huggingface_hub import snapshot_download
+
+        adapter = snapshot_download(adapter, revision=adapter_revision)
+    backend = get_backend(settings, config.model, adapter)
+    output = Path(config.output)
+    work_dir = output.with_suffix(".generations")
+    results = evaluate_model(
+        backend,
+        rows,
+        task,
+        work_dir,
+        settings,
+        description={
+            "model": config.model,
+            "adapter": config.adapter,
+            "dataset": config.dataset,
+            "split": config.split,
+        },
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work_dir / "results.json", output)
+    print(json.dumps(results["metrics"], indent=2))
+    return results

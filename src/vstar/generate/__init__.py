@@ -1,0 +1,22 @@
+"""Generation backends behind one interface; importing this package registers the built-in ones."""
+
+from vstar.generate import hf  # noqa: F401  (registers the transformers backend)
+from vstar.generate.base import (
+    BACKENDS,
+    GenerationBackend,
+    GenerationRequest,
+    GenerationSettings,
+    get_backend,
+    read_generations,
+    run_generation,
+)
+
+__all__ = [
+    "BACKENDS",
+    "GenerationBackend",
+    "GenerationRequest",
+    "GenerationSettings",
+    "get_backend",
+    "read_generations",
+    "run_generation",
+]

@@ -1,0 +1,169 @@
+"""The generation stage: answer prompts about clips with a backend, writing results incrementally.
+
+Results go to Parquet chunk files (`<name>-rank<r>-<chunk>.parquet`), each written whole and renamed into place,
+so a run killed at any point keeps every finished chunk and a re-run skips the requests already answered.
+Under `torchrun`/`accelerate launch` each rank takes every `world_size`-th request and writes its own files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from vstar.io import ParquetRowWriter
+from vstar.registry import Registry
+from vstar.schema import GENERATION_FEATURES
+
+logger = logging.getLogger(__name__)
+
+BACKENDS: Registry = Registry("generation backend")
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt about one clip.
+
+    Args:
+        id: the clip id.
+        attempt: `direct` or `rationalized` (with the label as a hint).
+        question: the question as it is stored in training data (never with the hint).
+        prompt: the full user text sent to the model.
+        video: the `datasets.Video(decode=False)` entry (path and/or bytes).
+        start, end: the clip window in seconds.
+    """
+
+    id: str
+    attempt: str
+    question: str
+    prompt: str
+    video: Any
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.id, self.attempt
+
+
+@dataclass
+class GenerationSettings:
+    """How answers are generated (shared by every backend)."""
+
+    backend: str = field(default="transformers", metadata={"help": "Generation backend: transformers or vllm."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
+    temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding, else sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (when sampling)."})
+    num_frames: int | None = field(default=8, metadata={"help": "Frames sampled per clip."})
+    video_fps: float | None = field(default=None, metadata={"help": "Sample frames per second instead."})
+    chunk_size: int = field(default=256, metadata={"help": "Requests per result file (the unit of resumption)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+
+
+class GenerationBackend(ABC):
+    """Turns a batch of requests into answers, in order."""
+
+    #: model id and revision recorded with every answer, e.g. `Qwen/Qwen2.5-VL-7B-Instruct@main+adapter`
+    generator: str = ""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]: ...
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world_size) from the launcher's environment (torchrun / accelerate), else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _chunk_files(output_dir: Path, name: str, rank: int | None = None) -> list[Path]:
+    pattern = f"{name}-rank{rank:03d}-*.parquet" if rank is not None else f"{name}-rank*-*.parquet"
+    return sorted(output_dir.glob(pattern))
+
+
+def read_generations(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
+    """Every finished answer of a generation pass, from all ranks, in (id, attempt) order."""
+    rows = []
+    for path in _chunk_files(Path(output_dir), name):
+        rows.extend(pq.read_table(str(path)).to_pylist())
+    unique = {(r["id"], r["attempt"]): r for r in rows}
+    return [unique[k] for k in sorted(unique)]
+
+
+def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[GenerationRequest]]:
+    # Similar prompt lengths in one batch waste less padding.
+    ordered = sorted(requests, key=lambda r: len(r.prompt))
+    for i in range(0, len(ordered), size):
+        yield ordered[i : i + size]
+
+
+def run_generation(
+    requests: Sequence[GenerationRequest],
+    backend: GenerationBackend,
+    output_dir: str | Path,
+    name: str,
+    settings: GenerationSettings,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> int:
+    """Answer the requests this rank owns that have no answer on disk yet; returns how many were answered now.
+
+    Args:
+        requests: all requests of the pass (every rank passes the same list).
+        backend: the model.
+        output_dir: where the chunk files go.
+        name: the pass name (`direct`, `rationalized`, `eval`), the prefix of the chunk files.
+        settings: batch and chunk sizes.
+        rank, world_size: this process's share; read from the environment when not given.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    env_rank, env_world = distributed_rank()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    mine = [r for i, r in enumerate(sorted(requests, key=lambda r: r.key)) if i % world_size == rank]
+    done = {(r["id"], r["attempt"]) for r in read_generations(output_dir, name)}
+    todo = [r for r in mine if r.key not in done]
+    if not todo:
+        logger.info("%s (rank %d): all %d requests already answered", name, rank, len(mine))
+        return 0
+    logger.info("%s (rank %d): %d to answer, %d already done", name, rank, len(todo), len(mine) - len(todo))
+    next_chunk = len(_chunk_files(output_dir, name, rank))
+    progress = tqdm(total=len(todo), desc=f"generate {name}", disable=rank != 0)
+    for start in range(0, len(todo), settings.chunk_size):
+        chunk = todo[start : start + settings.chunk_size]
+        path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
+        rows = []
+        for batch in _batches(chunk, settings.batch_size):
+            answers = backend.generate(batch)
+            rows += [
+                {
+                    "id": r.id,
+                    "attempt": r.attempt,
+                    "question": r.question,
+                    "prompt": r.prompt,
+                    "answer": a,
+                    "generator": backend.generator,
+                }
+                for r, a in zip(batch, answers)
+            ]
+            progress.update(len(batch))
+        with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
+            writer.write_all(rows)
+        next_chunk += 1
+    progress.close()
+    return len(todo)
+
+
+def get_backend(settings: GenerationSettings, model: str, adapter: str | None = None, **kwargs) -> GenerationBackend:
+    """Build the configured backend for a model (and optional adapter)."""
+    import vstar.generate  # noqa: F401  (registers the built-in backends)
+
+    return BACKENDS.get(settings.backend)(model=model, adapter=adapter, settings=settings, **kwargs)

@@ -1,0 +1,129 @@
+"""Incremental Parquet writing in the `datasets` format, and the Hub layout of a dataset directory.
+
+Rows are written in small row groups as they arrive, so a crash loses at most one batch and memory stays flat
+however many rows a stage produces. The `datasets` features travel in the Parquet schema metadata, so
+`load_dataset` restores `Video`, `ClassLabel` and nested types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features
+
+
+class ParquetRowWriter:
+    """Append rows (dicts) to one Parquet file, flushing a row group every `batch_size` rows.
+
+    The file is written under a temporary name and renamed on `close()`, so a file with the final name is
+    always complete.
+    """
+
+    def __init__(self, path: str | Path, features: Features, batch_size: int = 64):
+        self.path = Path(path)
+        self.features = features
+        self.batch_size = batch_size
+        self.rows_written = 0
+        self._pending: list[dict[str, Any]] = []
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(str(self._tmp), features.arrow_schema)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._pending.append(self.features.encode_example(dict(row)))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_pylist(self._pending, schema=self.features.arrow_schema)
+            self._writer.write_table(table)
+            self.rows_written += len(self._pending)
+            self._pending = []
+
+    def close(self) -> Path:
+        self.flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def __enter__(self) -> ParquetRowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # Keep what was written: the rows before the failure are valid and the caller may report them.
+            self.flush()
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+
+
+def write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], features: Features) -> int:
+    """Write all `rows` to one Parquet file; returns the row count."""
+    with ParquetRowWriter(path, features) as writer:
+        writer.write_all(rows)
+    return writer.rows_written
+
+
+def split_file(split: str, config: str = "default") -> str:
+    """The Hub-layout path of a split's single shard, relative to the dataset directory."""
+    prefix = "data" if config == "default" else f"{config}"
+    return f"{prefix}/{split}-00000-of-00001.parquet"
+
+
+def configs_yaml(configs: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
+    """The README `configs:` entry for `{config_name: [splits]}` in the layout of `split_file`."""
+    entries = []
+    for name, splits in configs.items():
+        prefix = "data" if name == "default" else name
+        entries.append(
+            {
+                "config_name": name,
+                "data_files": [{"split": s, "path": f"{prefix}/{s}-*"} for s in splits],
+                **({"default": True} if name == "default" else {}),
+            }
+        )
+    return entries
+
+
+def read_parquet_rows(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of one Parquet file as Python dicts (no decoding of videos)."""
+    return pq.read_table(str(path)).to_pylist()
+
+
+def _local_data_files(directory: Path, config: str, split: str) -> list[Path]:
+    prefix = "data" if config == "default" else config
+    files = sorted((directory / prefix).glob(f"{split}-*.parquet"))
+    if not files:
+        available = sorted({p.name.split("-")[0] for p in (directory / prefix).glob("*.parquet")})
+        raise FileNotFoundError(
+            f"{directory} has no split {split!r} in config {config!r} (looked for {prefix}/{split}-*.parquet; "
+            f"splits there: {', '.join(available) or 'none'})."
+        )
+    return files
+
+
+def load_split(source: str | Path, split: str, config: str = "default", revision: str | None = None):
+    """One split of a dataset directory written by vstar, or of a Hub dataset repo at a revision.
+
+    Local directories are read straight from their Parquet files: `load_dataset` keys its cache on the
+    directory, so a directory rebuilt in place could otherwise come back with the old rows.
+    """
+    from datasets import Dataset, load_dataset
+
+    path = Path(source)
+    if path.is_dir():
+        tables = [pq.read_table(str(f)) for f in _local_data_files(path, config, split)]
+        return Dataset(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+    return load_dataset(str(source), name=config, split=split, revision=revision)

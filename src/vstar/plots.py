@@ -1,0 +1,39 @@
+"""The cycle plot: yield, held-out accuracy and the control's accuracy per cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def plot_cycles(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write a PNG of the per-cycle metrics in `history` (entries of `metrics.json`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    cycles = [c["cycle"] for c in history]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    series = [
+        ("heldout_accuracy", "held-out accuracy", "o-"),
+        ("control_heldout_accuracy", "control (seed data only)", "s--"),
+        ("yield", "yield (accepted / generated)", "^:"),
+    ]
+    for key, label, style in series:
+        points = [(c, h[key]) for c, h in zip(cycles, history) if h.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(cycles)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Video-STaR cycles")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

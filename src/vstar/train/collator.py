@@ -1,0 +1,96 @@
+"""A data collator for video SFT: decode clips, apply the chat template, mask everything but the answer.
+
+TRL's `SFTTrainer` only recognises image columns, so video rows reach this collator untouched
+(`remove_unused_columns=False`, `skip_prepare_dataset=True`). The loss covers the assistant's tokens only; they
+are found as the tokens after the rendered prompt, which works with any chat template (no `{% generation %}`
+markers needed).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from vstar.video import SampledClip, sample_frames
+
+IGNORE_INDEX = -100
+
+
+class ClipCache:
+    """Sampled clips kept in memory by (video, window), least recently used evicted first.
+
+    A training run visits every clip once per epoch; decoding it again each time is wasted work.
+    """
+
+    def __init__(self, num_frames: int | None = 8, fps: float | None = None, max_items: int = 4096):
+        self.num_frames, self.fps, self.max_items = num_frames, fps, max_items
+        self._items: OrderedDict[Any, SampledClip] = OrderedDict()
+
+    @staticmethod
+    def key(row: Mapping[str, Any]) -> Any:
+        video = row["video"]
+        ref = (video.get("path"), len(video.get("bytes") or b"")) if isinstance(video, Mapping) else video
+        return row.get("id"), ref, row.get("start"), row.get("end")
+
+    def get(self, row: Mapping[str, Any]) -> SampledClip:
+        key = self.key(row)
+        clip = self._items.get(key)
+        if clip is None:
+            clip = sample_frames(
+                row["video"], num_frames=self.num_frames, fps=self.fps, start=row.get("start"), end=row.get("end")
+            )
+            self._items[key] = clip
+            if len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(key)
+        return clip
+
+
+def video_model_inputs(processor, texts: Sequence[str], clips: Sequence[SampledClip]) -> dict[str, torch.Tensor]:
+    """Tokenise texts that each hold one video placeholder, with their clips and true frame rates."""
+    return processor(
+        text=list(texts),
+        videos=[clip.frames for clip in clips],
+        video_metadata=[clip.video_metadata() for clip in clips],
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+class VideoSFTCollator:
+    """Turn instruction rows (`video`, `start`, `end`, `messages`) into a training batch with `labels`.
+
+    Args:
+        processor: the model's processor (tokenizer + video processor + chat template).
+        num_frames: frames sampled per clip (or use `fps`).
+        fps: frames per second sampled instead of a fixed count.
+        cache_size: decoded clips kept in memory.
+    """
+
+    def __init__(self, processor, num_frames: int | None = 8, fps: float | None = None, cache_size: int = 4096):
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.clips = ClipCache(num_frames=num_frames, fps=fps, max_items=cache_size)
+
+    def _texts(self, messages: list[dict]) -> tuple[str, str]:
+        full = self.processor.apply_chat_template(messages, tokenize=False)
+        prompt = self.processor.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        if not full.startswith(prompt):
+            raise ValueError("The chat template does not render the prompt as a prefix of the full conversation.")
+        return full, full[len(prompt) :]
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        texts, completions = zip(*(self._texts(example["messages"]) for example in examples))
+        batch = video_model_inputs(self.processor, texts, [self.clips.get(example) for example in examples])
+        labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        for i, completion in enumerate(completions):
+            n_completion = len(self.tokenizer(completion, add_special_tokens=False)["input_ids"])
+            positions = batch["attention_mask"][i].nonzero().flatten()
+            answer_positions = positions[len(positions) - n_completion :]
+            labels[i, answer_positions] = batch["input_ids"][i, answer_positions]
+        batch["labels"] = labels
+        return batch

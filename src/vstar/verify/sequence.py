@@ -1,0 +1,252 @@
+"""Ordered sequence verification for FineDiving sub-actions, tolerant to naming variants.
+
+FineDiving names sub-actions tersely ("Inward", "3.5 Soms.Tuck", "1.5 Twists", "Entry"); answers write them
+many ways ("3.5 somersaults tuck", "three and a half somersaults in the tuck position", "3½ tucked
+somersaults", "one and a half twists", "armstand back"). Both sides are parsed into the same canonical items
+(take-off group, somersaults with count and position, twists with count, entry) and compared in order.
+
+```python
+from vstar.verify.sequence import SequenceVerifier
+SequenceVerifier().verify_field(
+    "Answer: an inward dive with three and a half somersaults in the tuck position, then a clean entry.",
+    ["Inward", "3.5 Soms.Tuck", "Entry"],
+).passed  # True
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from vstar.verify.answer import find_conclusion, find_numbers, is_negated, prepare_numeric_text, split_sentences
+from vstar.verify.base import FieldVerdict
+
+Item = tuple  # ("group", name) | ("som", count, position) | ("twist", count) | ("entry",)
+
+_GROUPS = {
+    "forward": "Forward",
+    "forwards": "Forward",
+    "front": "Forward",
+    "back": "Back",
+    "backward": "Back",
+    "backwards": "Back",
+    "reverse": "Reverse",
+    "inward": "Inward",
+}
+_ARM = frozenset({"arm", "armstand", "handstand", "arms"})
+_SOM = frozenset({"som", "soms", "somersault", "somersaults", "somersaulting", "somie", "somies", "salto", "saltos"})
+_TWIST = frozenset({"twist", "twists", "twisting", "twisted"})
+_POSITIONS = {
+    "tuck": "Tuck",
+    "tucked": "Tuck",
+    "tucking": "Tuck",
+    "pike": "Pike",
+    "piked": "Pike",
+    "piking": "Pike",
+    "straight": "Straight",
+    "layout": "Straight",
+    "laid": "Straight",
+    "stretched": "Straight",
+    "extended": "Straight",
+}
+_MULTIPLIERS = {"single": 1.0, "double": 2.0, "triple": 3.0, "quadruple": 4.0}
+_ENTRY = frozenset({"entry", "entries", "enters", "entering", "rip"})
+# Where a sequence is announced; the sequence ends where the next labelled quantity starts.
+_SEQUENCE_KEY_RE = re.compile(r"\b(?:sequence|sub\s*actions?|steps|elements)\b")
+_SEQUENCE_END_RE = re.compile(r"\b(?:difficulty|degree|score|points|dd)\b|[\n;]")
+_WORD_RE = re.compile(r"[a-z]+")
+MAX_ITEMS = 24
+
+
+def item_name(item: Item) -> str:
+    """The FineDiving name of a canonical item ("3.5 Soms.Tuck", "1 Twist", "Arm.Back", "Entry").
+
+    Args:
+        item: a canonical item.
+    """
+    kind = item[0]
+    if kind == "group":
+        return item[1]
+    if kind == "som":
+        count = f"{item[1]:g}"
+        return f"{count} {'Som' if item[1] <= 1 else 'Soms'}.{item[2] or '?'}"
+    if kind == "twist":
+        return f"{item[1]:g} {'Twist' if item[1] <= 1 else 'Twists'}"
+    return "Entry"
+
+
+def parse_items(text: str) -> list[Item]:
+    """Canonical sub-action items in a text, in order of appearance; negated ones are skipped.
+
+    Args:
+        text: any text ("Inward, 3.5 Soms.Tuck, Entry", "a back dive with one and a half twists ...").
+    """
+    prepared = prepare_numeric_text(text)
+    # "Soms.Tuck", "Arm.Back": a dot between letters separates words.
+    prepared = re.sub(r"(?<=[a-z])\.(?=[a-z])", " ", prepared)
+    numbers = [n for n in find_numbers(prepared) if n.kind in ("value", "range", "alternative")]
+    tokens: list[tuple[str, object, int, int]] = []
+    covered = [(n.start, n.end) for n in numbers]
+    for n in numbers:
+        tokens.append(("num", n.value, n.start, n.end))
+    for m in _WORD_RE.finditer(prepared):
+        if any(s <= m.start() < e for s, e in covered):
+            continue
+        word = m.group(0)
+        if word in _MULTIPLIERS:
+            tokens.append(("num", _MULTIPLIERS[word], m.start(), m.end()))
+        else:
+            tokens.append(("word", word, m.start(), m.end()))
+        if len(tokens) > 400:
+            break
+    tokens.sort(key=lambda t: t[2])
+    items: list[Item] = []
+    i = 0
+    n = len(tokens)
+    while i < n and len(items) < MAX_ITEMS:
+        kind, value, start, end = tokens[i]
+        if kind == "num":
+            item, j = _count_item(tokens, i)
+            if item is not None:
+                if not is_negated(prepared, start, tokens[j - 1][3]):
+                    items.append(item)
+                i = j
+                continue
+        elif value in _ARM:
+            group = next((tokens[k][1] for k in range(i + 1, min(n, i + 3)) if tokens[k][1] in _GROUPS), None)
+            if group is not None and not is_negated(prepared, start, end):
+                items.append(("group", "Arm." + _GROUPS[group]))
+                i = next(k for k in range(i + 1, n) if tokens[k][1] == group) + 1
+                continue
+        elif value in _GROUPS:
+            if not is_negated(prepared, start, end):
+                items.append(("group", _GROUPS[value]))
+        elif value in _ENTRY or (value == "enter" and i + 1 < n):
+            if not is_negated(prepared, start, end) and not (items and items[-1] == ("entry",)):
+                items.append(("entry",))
+        i += 1
+    return items
+
+
+def _count_item(tokens: list[tuple[str, object, int, int]], i: int) -> tuple[Item | None, int]:
+    """A somersault or twist item starting at the number token i ("3.5 soms tuck", "1.5 twists")."""
+    count = float(tokens[i][1])  # type: ignore[arg-type]
+    n = len(tokens)
+    position = None
+    for k in range(i + 1, min(n, i + 4)):
+        word = tokens[k][1]
+        if tokens[k][0] == "num":
+            break
+        if word in _POSITIONS:
+            position = _POSITIONS[word]
+        elif word in _SOM:
+            position = position or _position_after(tokens, k + 1)
+            if position is None and i >= 1 and tokens[i - 1][1] in _POSITIONS:
+                position = _POSITIONS[str(tokens[i - 1][1])]
+            return ("som", count, position), k + 1
+        elif word in _TWIST:
+            return ("twist", count), k + 1
+    return None, i + 1
+
+
+def _position_after(tokens: list[tuple[str, object, int, int]], k: int) -> str | None:
+    found: set[str] = set()
+    for j in range(k, min(len(tokens), k + 5)):
+        if tokens[j][0] == "num" or tokens[j][1] in _TWIST or tokens[j][1] in _SOM or tokens[j][1] in _GROUPS:
+            break
+        if tokens[j][1] in _POSITIONS:
+            found.add(_POSITIONS[str(tokens[j][1])])
+    if len(found) > 1:
+        # "pike or tuck": no position is committed to.
+        return "?"
+    return found.pop() if found else None
+
+
+def _sequence_segment(text: str) -> str:
+    """The part of a conclusion after "sequence:" and before the next labelled quantity, else all of it."""
+    low = text.lower()
+    m = _SEQUENCE_KEY_RE.search(low)
+    if m is None:
+        return text
+    end = _SEQUENCE_END_RE.search(low, m.end())
+    return text[m.end() : end.start() if end is not None else len(text)]
+
+
+class SequenceVerifier:
+    """Judges whether an answer's conclusion states the expected sub-actions in the expected order.
+
+    Args:
+        optional_last: item names the answer may leave out at the end ("Entry": every dive ends with one).
+        ignore: label item names that are not sub-actions ("Background").
+    """
+
+    def __init__(self, optional_last: Sequence[str] = ("Entry",), ignore: Sequence[str] = ("Background",)):
+        self.optional_last = {tuple(x) for name in optional_last for x in parse_items(name)}
+        self.ignore = {name.lower() for name in ignore}
+
+    def expected_items(self, expected: Sequence[str]) -> list[Item]:
+        """Canonical items of a label's sub-action names.
+
+        Args:
+            expected: FineDiving sub-action names in temporal order.
+        """
+        out: list[Item] = []
+        for name in expected:
+            if str(name).strip().lower() in self.ignore:
+                continue
+            out.extend(parse_items(str(name)))
+        return out
+
+    def parse(self, answer: str) -> list[str] | None:
+        """The sub-action names the answer concludes, in order; None if it states none.
+
+        Args:
+            answer: the model's answer.
+        """
+        items = self._answer_items(answer)
+        return [item_name(x) for x in items] if items else None
+
+    def _answer_items(self, answer: object) -> list[Item]:
+        conclusion = find_conclusion(answer)
+        if not conclusion.text:
+            return []
+        items = parse_items(_sequence_segment(conclusion.text))
+        if items:
+            return items
+        # The conclusion states only the numbers: the sequence is the last run of sentences that describe one.
+        run: list[list[Item]] = []
+        for sentence in reversed(split_sentences(conclusion.whole)[-40:]):
+            found = parse_items(_sequence_segment(sentence))
+            if found:
+                run.append(found)
+            elif run:
+                break
+        return [x for found in reversed(run) for x in found]
+
+    def verify_field(self, answer: str, expected: Sequence[str], name: str = "sub_actions") -> FieldVerdict:
+        """Judge the answer's sub-action sequence against the label's, in order.
+
+        Args:
+            answer: the model's answer (any string).
+            expected: the label's sub-action names in temporal order.
+            name: the label field, reported in the verdict.
+
+        Returns:
+            A `FieldVerdict` with reason `match`, `order`, `mismatch` or `no_sequence`.
+        """
+        if isinstance(expected, str):
+            expected = [x.strip() for x in expected.split(",")]
+        want = self.expected_items(expected)
+        exp_text = ", ".join(str(x) for x in expected)
+        got = self._answer_items(answer)
+        found = ", ".join(item_name(x) for x in got) or None
+        if not got:
+            return FieldVerdict(name, False, exp_text, None, "no_sequence", "The answer states no sub-actions.")
+        if want and got[-1] != want[-1] and want[-1] in self.optional_last:
+            want = want[:-1]
+        if got == want:
+            return FieldVerdict(name, True, exp_text, found, "match", "The sub-actions match in order.")
+        if sorted(map(repr, got)) == sorted(map(repr, want)):
+            return FieldVerdict(name, False, exp_text, found, "order", "The sub-actions are right but out of order.")
+        return FieldVerdict(name, False, exp_text, found, "mismatch", f"Expected {exp_text}; the answer has {found}.")

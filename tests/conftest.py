@@ -1,0 +1,46 @@
+"""Session fixtures: the loopback Hub, a small shapes dataset and tiny models, each built once."""
+
+import os
+from pathlib import Path
+
+import hub_fixtures  # noqa: F401  (must run before the HF libraries are imported: it points them at the loopback Hub)
+import pytest
+
+pytest_plugins = ["hub_fixtures"]
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+# Two cores: one torch thread per process keeps parallel work (decoding, a second rank) from thrashing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not available (it is only beside the development checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """A small shapes source dataset: 48 train, 8 validation, 16 test clips."""
+    from vstar.sources.shapes import ShapesConfig, build_shapes
+
+    out = tmp_path_factory.mktemp("shapes")
+    return build_shapes(ShapesConfig(output=str(out), num_train=48, num_validation=8, num_test=16, seed=3))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny randomly initialised Qwen2.5-VL and Qwen2-VL checkpoints with processors."""
+    from vstar.testing.tiny_models import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {arch: build_tiny_vlm(root / arch, architecture=arch) for arch in ("qwen2_5_vl", "qwen2_vl")}

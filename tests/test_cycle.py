@@ -1,0 +1,192 @@
+"""The loop end to end on tiny models: one cycle per architecture, and kill/resume at any stage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vstar.configs import CycleConfig
+from vstar.cycle import CycleRunner
+from vstar.demo import seed_rows, write_seed_dataset
+from vstar.io import load_split
+from vstar.tasks.base import get_task
+from vstar.train.sft import VStarSFTConfig, train
+
+SEED_CLIPS = 16
+
+
+def training_config(**overrides) -> VStarSFTConfig:
+    values = {
+        "output_dir": "unused",
+        "finetuning": "lora",
+        "lora_target": "all",
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "learning_rate": 2e-3,
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "gradient_checkpointing": False,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 50,
+        "num_frames": 8,
+        "seed": 0,
+    }
+    values.update(overrides)
+    return VStarSFTConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def warm_models(tiny_model_dirs, shapes_dir, tmp_path_factory) -> dict[str, Path]:
+    """Each tiny model after a short full finetune on seed clips, so it follows the answer template and hints."""
+    root = tmp_path_factory.mktemp("warm")
+    task = get_task("shapes")
+    seed_dir = write_seed_dataset(root / "seed", seed_rows(shapes_dir, SEED_CLIPS, task, seed=0))
+    warm = {}
+    for arch, base in tiny_model_dirs.items():
+        config = training_config(
+            model_name_or_path=str(base),
+            output_dir=str(root / arch),
+            dataset=str(seed_dir),
+            finetuning="full",
+            max_steps=120,
+            warmup_steps=10,
+        )
+        train(config)
+        warm[arch] = root / arch
+    warm["seed"] = seed_dir
+    return warm
+
+
+def cycle_configs(run_dir: Path, shapes_dir: Path, model: Path, **overrides) -> tuple[CycleConfig, VStarSFTConfig]:
+    cycle = CycleConfig(
+        source_dataset=str(shapes_dir),
+        source_offset=SEED_CLIPS,
+        source_limit=24,
+        eval_limit=8,
+        task="shapes",
+        run_dir=str(run_dir),
+        num_cycles=1,
+        cycle_init="previous",
+        generation_batch_size=8,
+        max_new_tokens=24,
+        generation_chunk_size=8,
+        **overrides,
+    )
+    return cycle, training_config(model_name_or_path=str(model), output_dir=str(run_dir / "train"))
+
+
+def count_rows(run_dir: Path, cycle: int = 1) -> dict[str, int]:
+    dataset = run_dir / f"cycle-{cycle}" / "dataset"
+    return {config: len(load_split(dataset, "train", config)) for config in ("default", "rejected")}
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl"])
+def test_one_cycle_end_to_end(arch, warm_models, shapes_dir, tmp_path):
+    from datasets import load_dataset
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    cycle_config, train_config = cycle_configs(tmp_path, shapes_dir, warm_models[arch])
+    history = CycleRunner(cycle_config, train_config).run()
+
+    assert [h["cycle"] for h in history] == [0, 1]
+    entry = history[1]
+    assert entry["generated"] == 24
+    # The warm model follows hints: whatever fails directly is rationalized.
+    assert entry["accepted_direct"] + entry["accepted_rationalized"] > 12
+    assert entry["yield"] == pytest.approx((entry["accepted_direct"] + entry["accepted_rationalized"]) / 24)
+    assert 0 <= entry["heldout_accuracy"] <= 1 and entry["train_steps"] > 0
+
+    dataset_dir = tmp_path / "cycle-1" / "dataset"
+    accepted = load_dataset(str(dataset_dir), split="train")
+    rejected = load_dataset(str(dataset_dir), "rejected", split="train")
+    assert len(accepted) == entry["accepted_direct"] + entry["accepted_rationalized"]
+    assert len(rejected) == entry["rejected"]
+    assert all(row["verification"]["passed"] for row in accepted)
+    assert not any(row["verification"]["passed"] for row in rejected)
+    for row in accepted:
+        user_text = row["messages"][0]["content"][1]["text"]
+        # The stored question never carries the hint, even for rationalized answers.
+        assert "\nAnswer:" not in user_text and row["question"] in user_text
+        assert row["messages"][1]["content"][0]["text"] == row["answer"]
+        assert json.loads(row["label"])["label"] in row["answer"]
+    assert sum(row["rationalized"] for row in accepted) == entry["accepted_rationalized"]
+    assert "configs:" in (dataset_dir / "README.md").read_text()
+
+    model_dir = tmp_path / "cycle-1" / "model"
+    base = AutoModelForImageTextToText.from_pretrained(warm_models[arch])
+    adapted = PeftModel.from_pretrained(base, model_dir)
+    # LoRA training moved the adapter away from its zero initialisation.
+    lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
+    card = (model_dir / "README.md").read_text()
+    assert "model-index" in card and "base_model:" in card
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["cycles"] == history
+    assert (tmp_path / "cycles.png").stat().st_size > 1000
+
+
+def _launch(run_dir: Path, shapes_dir: Path, model: Path, log: Path) -> subprocess.Popen:
+    args = [
+        sys.executable, "-m", "vstar.cli", "cycle",
+        "--task", "shapes", "--source_dataset", str(shapes_dir), "--source_offset", str(SEED_CLIPS),
+        "--source_limit", "24", "--eval_limit", "8", "--run_dir", str(run_dir), "--num_cycles", "1",
+        "--cycle_init", "previous", "--generation_batch_size", "4", "--generation_chunk_size", "4",
+        "--max_new_tokens", "24", "--model_name_or_path", str(model), "--output_dir", str(run_dir / "train"),
+        "--finetuning", "lora", "--lora_target", "all", "--lora_r", "8", "--lora_alpha", "16",
+        "--learning_rate", "2e-3", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
+        "--gradient_checkpointing", "false", "--save_strategy", "no", "--report_to", "none",
+        "--disable_tqdm", "true", "--seed", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _kill_when(process: subprocess.Popen, condition, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the run finished before the kill point"
+        assert time.monotonic() < deadline, "the kill point was never reached"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_kill_during_generation_and_training_then_resume(warm_models, shapes_dir, tmp_path):
+    model = warm_models["qwen2_5_vl"]
+    reference = tmp_path / "reference"
+    assert _launch(reference, shapes_dir, model, tmp_path / "reference.log").wait() == 0, (
+        tmp_path / "reference.log"
+    ).read_text()[-3000:]
+
+    run = tmp_path / "interrupted"
+    generations = run / "cycle-1" / "generations"
+    # Killed after the first chunk of direct answers is on disk, before the pass ends.
+    _kill_when(
+        _launch(run, shapes_dir, model, tmp_path / "a.log"), lambda: len(list(generations.glob("direct-*"))) >= 2
+    )
+    assert not (run / "cycle-1" / "dataset").exists()
+    # Killed while the adapter is being trained.
+    partial = run / "cycle-1" / "model.partial"
+    _kill_when(_launch(run, shapes_dir, model, tmp_path / "b.log"), partial.exists)
+    assert not (run / "cycle-1" / "model").exists()
+    assert _launch(run, shapes_dir, model, tmp_path / "c.log").wait() == 0, (tmp_path / "c.log").read_text()[-3000:]
+
+    assert count_rows(run) == count_rows(reference)
+    ref_state = json.loads((reference / "state.json").read_text())["stages"]
+    run_state = json.loads((run / "state.json").read_text())["stages"]
+    assert run_state["cycle-1/assemble"] == ref_state["cycle-1/assemble"]
+    assert len(list(generations.glob("direct-*.parquet"))) == 6  # 24 requests in chunks of 4, none duplicated
+    assert (
+        json.loads((run / "metrics.json").read_text())["cycles"][1]["train_steps"]
+        == ref_state["cycle-1/train"]["global_step"]
+    )
