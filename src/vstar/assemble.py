@@ -114,6 +114,7 @@ def assemble_cycle(
         "rejected_by_reason": dict(rejected_reasons.most_common()),
         "yield": (accepted_direct + accepted_rationalized) / generated if generated else None,
         "direct_yield": accepted_direct / generated if generated else None,
+        "generator": ", ".join(sorted({r["generator"] for r in direct})),
     }
     (output_dir / "assemble_stats.json").write_text(json.dumps(stats, indent=2))
     logger.info(

@@ -199,7 +199,6 @@ class CycleRunner:
         dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
         shutil.rmtree(dataset_dir, ignore_errors=True)
         stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
-        stats["generator"] = str(self.model_ref(cycle - 1))
         write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self._history())
         self.state.mark(stage, stats)
         return stats

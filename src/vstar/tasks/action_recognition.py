@@ -52,7 +52,6 @@ KINETICS_ALIASES: dict[str, list[str]] = {
     "playing drums": ["drumming"],
     "doing aerobics": ["aerobics"],
     "checking tires": ["checking tyre pressure"],
-    "trimming or shaving beard": ["shaving"],
     "swimming front crawl": ["freestyle swimming", "swimming freestyle"],
     "tossing coin": ["flipping coin"],
     "swimming backstroke": ["backstroke"],

@@ -331,7 +331,12 @@ def find_conclusion(answer: object) -> Conclusion:
     Args:
         answer: the model's answer (any object; non-strings are converted, huge strings cut to their tail).
     """
-    text = bound_text(answer)
+    # Each field of a multi-field label reads the same answer: its conclusion is found once.
+    return _conclusion_of(bound_text(answer))
+
+
+@lru_cache(maxsize=64)
+def _conclusion_of(text: str) -> Conclusion:
     if not text.strip():
         return Conclusion("", whole=text)
     designated = _designated(text)
@@ -567,10 +572,10 @@ def joined_by_alternative(norm: str, end: int, start: int) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 _ONES = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-        "eighteen nineteen".split()
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen".split()
     )
 }
 _TENS = {
@@ -656,7 +661,12 @@ def find_numbers(text: str, max_numbers: int = 64) -> list[NumberSpan]:
         text: any text; it is normalised here (do not pass text with hyphens already removed if ranges matter).
         max_numbers: stop after this many numbers.
     """
-    text = prepare_numeric_text(text)
+    # Several fields of one answer read the same conclusion: parse it once.
+    return list(_find_numbers(prepare_numeric_text(text), max_numbers))
+
+
+@lru_cache(maxsize=256)
+def _find_numbers(text: str, max_numbers: int) -> tuple[NumberSpan, ...]:
     toks = [(m.group(0), m.start(), m.end()) for m in _NUM_TOKEN_RE.finditer(text)]
     out: list[NumberSpan] = []
     i = 0
@@ -725,7 +735,7 @@ def find_numbers(text: str, max_numbers: int = 64) -> list[NumberSpan]:
         out.append(NumberSpan(value, s, end, kind))
         i = j
     _mark_ranges(text, out)
-    return out
+    return tuple(out)
 
 
 def _parse_words(toks: list[tuple[str, int, int]], i: int) -> tuple[float | None, int]:

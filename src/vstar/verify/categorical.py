@@ -24,7 +24,7 @@ v.verify_field("He plucks four thick strings.\\nAnswer: playing bass guitar", "p
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -106,7 +106,7 @@ class _ClassInfo:
     qualifier: frozenset[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Mention:
     cls: int
     positions: frozenset[int]
@@ -342,6 +342,9 @@ def _verbatim_key(text: str) -> str | None:
     return " ".join(_VERBATIM_WORD_RE.findall(normalize_text(text))) or None
 
 
+_expected_key = lru_cache(maxsize=4096)(_verbatim_key)
+
+
 def _asserted(norm: str, occ: Mapping[str, list[_Occ]], words: frozenset[str]) -> bool:
     """Whether every word occurs at least once outside a negation ("in a game", not "not in game")."""
     return all(any(not is_negated(norm, o[2], o[3]) for o in occ.get(w, ())) for w in words)
@@ -447,7 +450,7 @@ class CategoricalVerifier:
                         return True
         return False
 
-    def _typo_corrected(self, occ, indexes):
+    def _typo_corrected(self, occ: dict[str, list[_Occ]], indexes: list[_Index]) -> dict[str, list[_Occ]]:
         vocab = [w for index in indexes for w in index.vocabulary]
         fixed = dict(occ)
         for s, places in occ.items():
@@ -460,7 +463,9 @@ class CategoricalVerifier:
         return fixed
 
     @staticmethod
-    def _resolve(norm: str, occ, mentions: list[_Mention], infos: list[_ClassInfo]) -> _Reading:
+    def _resolve(
+        norm: str, occ: Mapping[str, list[_Occ]], mentions: list[_Mention], infos: list[_ClassInfo]
+    ) -> _Reading:
         if len(mentions) == 1 and not mentions[0].negated and not mentions[0].violates:
             # The common case: one asserted mention; only alternatives and hedges remain to be checked.
             m = mentions[0]
@@ -596,7 +601,7 @@ class CategoricalVerifier:
         expected = str(expected)
         conclusion = find_conclusion(answer)
         key = _verbatim_key(conclusion.text.strip(" \t*_.!")) if conclusion.text else None
-        if key is not None and key == _verbatim_key(expected) or (key and self._verbatim.get(key) == expected):
+        if key is not None and (key == _expected_key(expected) or self._verbatim.get(key) == expected):
             return FieldVerdict(name, True, expected, expected, "match", f"The conclusion names {expected!r}.")
         reading, names, piece = self._decide(conclusion, expected)
         target = {self._class_ids[expected]} if expected in self._class_ids else {len(names) - 1}
@@ -635,15 +640,3 @@ class CategoricalVerifier:
         if reading.negated:
             return verdict(False, "negated", f"The conclusion only rejects classes: {snippet!r}.")
         return verdict(False, "no_conclusion", f"The conclusion names no class: {snippet!r}.")
-
-
-def classes_in(text: str, classes: Iterable[str]) -> list[str]:
-    """Vocabulary classes asserted (not negated) in a piece of text, in order of appearance.
-
-    Args:
-        text: any text.
-        classes: the class vocabulary.
-    """
-    verifier = CategoricalVerifier(list(classes))
-    reading, names = verifier._read(text, None)
-    return [names[g[0]] for g in reading.positive]

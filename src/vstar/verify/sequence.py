@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from vstar.verify.answer import find_conclusion, find_numbers, is_negated, prepare_numeric_text, split_sentences
 from vstar.verify.base import FieldVerdict
@@ -82,6 +83,11 @@ def parse_items(text: str) -> list[Item]:
     Args:
         text: any text ("Inward, 3.5 Soms.Tuck, Entry", "a back dive with one and a half twists ...").
     """
+    return list(_parse_items(text))
+
+
+@lru_cache(maxsize=1024)
+def _parse_items(text: str) -> tuple[Item, ...]:
     prepared = prepare_numeric_text(text)
     # "Soms.Tuck", "Arm.Back": a dot between letters separates words.
     prepared = re.sub(r"(?<=[a-z])\.(?=[a-z])", " ", prepared)
@@ -126,7 +132,7 @@ def parse_items(text: str) -> list[Item]:
             if not is_negated(prepared, start, end) and not (items and items[-1] == ("entry",)):
                 items.append(("entry",))
         i += 1
-    return items
+    return tuple(items)
 
 
 def _count_item(tokens: list[tuple[str, object, int, int]], i: int) -> tuple[Item | None, int]:

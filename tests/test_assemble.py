@@ -1,0 +1,83 @@
+"""Assembling a cycle's instruction dataset from verified answers: what is kept, flagged and rejected."""
+
+import json
+
+from datasets import load_dataset
+
+from vstar.assemble import assemble_cycle, verify_generations
+from vstar.cards import write_instruction_card
+from vstar.configs import CycleConfig
+from vstar.tasks.base import get_task
+
+TASK = get_task("shapes")
+
+
+def source(clip_id: str, label: str) -> dict:
+    return {"id": clip_id, "video": {"bytes": b"\x00", "path": f"{clip_id}.mp4"}, "start": 0.5, "end": None,
+            "source": "shapes", "label": label, "speed": 5.0}  # fmt: skip
+
+
+def generation(clip_id: str, attempt: str, answer: str, question: str = "What moves?") -> dict:
+    prompt = question if attempt == "direct" else f"{question} (hint)"
+    return {"id": clip_id, "attempt": attempt, "question": question, "prompt": prompt, "answer": answer,
+            "generator": "tiny@0"}  # fmt: skip
+
+
+def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_path):
+    sources = {
+        "a": source("a", "red square moving left"),
+        "b": source("b", "blue square moving up"),
+        "c": source("c", "green square moving down"),
+    }
+    direct = verify_generations(
+        [
+            generation("a", "direct", "It is red and goes left.\nAnswer: red square moving left"),
+            generation("b", "direct", "Answer: blue square moving down"),
+            generation("c", "direct", "I cannot tell."),
+        ],
+        sources,
+        TASK,
+    )
+    rationalized = verify_generations(
+        [
+            generation("b", "rationalized", "The blue square rises.\nAnswer: blue square moving up"),
+            generation("c", "rationalized", "Answer: yellow square moving down"),
+        ],
+        sources,
+        TASK,
+    )
+    stats = assemble_cycle(sources, direct, rationalized, TASK, cycle=2, output_dir=tmp_path)
+    assert stats["generated"] == 3
+    assert (stats["accepted_direct"], stats["accepted_rationalized"], stats["rejected"]) == (1, 1, 3)
+    assert stats["yield"] == 2 / 3
+    assert stats["rejected_by_reason"] == {
+        "direct/label:mismatch": 1,
+        "direct/label:hedged": 1,
+        "rationalized/label:mismatch": 1,
+    }
+
+    write_instruction_card(tmp_path, stats=stats, config=CycleConfig(source_dataset="src"), history=[])
+    accepted = load_dataset(str(tmp_path), split="train")
+    rejected = load_dataset(str(tmp_path), "rejected", split="train")
+    assert sorted(accepted["id"]) == ["a", "b"]
+    by_id = {row["id"]: row for row in accepted}
+    assert by_id["b"]["rationalized"] and not by_id["a"]["rationalized"]
+    # The training prompt is the direct prompt: the hint never reaches the training data.
+    user_text = by_id["b"]["messages"][0]["content"][1]["text"]
+    assert user_text == TASK.direct_prompt("What moves?")
+    assert by_id["b"]["messages"][1]["content"][0]["text"].endswith("blue square moving up")
+    assert by_id["a"]["cycle"] == 2 and by_id["a"]["start"] == 0.5 and by_id["a"]["generator"] == "tiny@0"
+    assert json.loads(by_id["a"]["label"]) == {"label": "red square moving left", "speed": 5.0}
+    assert by_id["a"]["verification"]["fields"][0]["reason"] == "match"
+    assert sorted(zip(rejected["id"], rejected["rationalized"])) == [("b", False), ("c", False), ("c", True)]
+    card = (tmp_path / "README.md").read_text()
+    assert "config_name: rejected" in card and "| 3 | 1 | 1 | 3 |" in card
+
+
+def test_a_hinted_retry_of_a_passing_clip_is_not_duplicated(tmp_path):
+    sources = {"a": source("a", "red square moving left")}
+    answer = "Answer: red square moving left"
+    direct = verify_generations([generation("a", "direct", answer)], sources, TASK)
+    rationalized = verify_generations([generation("a", "rationalized", answer)], sources, TASK)
+    stats = assemble_cycle(sources, direct, rationalized, TASK, cycle=1, output_dir=tmp_path)
+    assert (stats["accepted"], stats["rejected"]) == (1, 0)
