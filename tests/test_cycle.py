@@ -9,60 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SEED_CLIPS, training_config
 
 from vstar.configs import CycleConfig
 from vstar.cycle import CycleRunner
-from vstar.demo import seed_rows, write_seed_dataset
 from vstar.io import load_split
-from vstar.tasks.base import get_task
-from vstar.train.sft import VStarSFTConfig, train
-
-SEED_CLIPS = 16
-
-
-def training_config(**overrides) -> VStarSFTConfig:
-    values = {
-        "output_dir": "unused",
-        "finetuning": "lora",
-        "lora_target": "all",
-        "lora_r": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.0,
-        "learning_rate": 2e-3,
-        "per_device_train_batch_size": 8,
-        "num_train_epochs": 1,
-        "gradient_checkpointing": False,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "logging_steps": 50,
-        "num_frames": 8,
-        "seed": 0,
-    }
-    values.update(overrides)
-    return VStarSFTConfig(**values)
-
-
-@pytest.fixture(scope="session")
-def warm_models(tiny_model_dirs, shapes_dir, tmp_path_factory) -> dict[str, Path]:
-    """Each tiny model after a short full finetune on seed clips, so it follows the answer template and hints."""
-    root = tmp_path_factory.mktemp("warm")
-    task = get_task("shapes")
-    seed_dir = write_seed_dataset(root / "seed", seed_rows(shapes_dir, SEED_CLIPS, task, seed=0))
-    warm = {}
-    for arch, base in tiny_model_dirs.items():
-        config = training_config(
-            model_name_or_path=str(base),
-            output_dir=str(root / arch),
-            dataset=str(seed_dir),
-            finetuning="full",
-            max_steps=120,
-            warmup_steps=10,
-        )
-        train(config)
-        warm[arch] = root / arch
-    warm["seed"] = seed_dir
-    return warm
+from vstar.train.sft import VStarSFTConfig
 
 
 def cycle_configs(run_dir: Path, shapes_dir: Path, model: Path, **overrides) -> tuple[CycleConfig, VStarSFTConfig]:

@@ -23,9 +23,12 @@ USAGE = """usage: vstar <command> [--config RECIPE.yaml] [--field value ...]
 
 commands:
   build SOURCE   build a source dataset (sources: {sources})
+  generate       answer a task's questions about a dataset's clips (resumable, sharded by rank)
+  verify         judge generated answers against the labels
   train          LoRA/full SFT of a video LLM on an instruction dataset
   cycle          run or resume the Video-STaR loop
   eval           evaluate a model on a held-out split
+  push RUN_DIR   publish a local run's cycles to the Hub (tags cycle-<k>)
   demo           the whole loop on synthetic clips and a tiny offline model
 """
 
@@ -39,6 +42,20 @@ def _normalise_flags(argv: list[str]) -> list[str]:
             arg = "--" + name.replace("-", "_") + sep + value
         normalised.append(arg)
     return normalised
+
+
+_BOOLEAN_WORDS = {"true", "false", "yes", "no", "1", "0"}
+
+
+def _hub_flags(argv: list[str]) -> list[str]:
+    # `--push_to_hub ORG/NAME` names the repo; `trl.SFTConfig.push_to_hub` is a boolean of the inner trainer.
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--push_to_hub" and i + 1 < len(out) and out[i + 1].lower() not in _BOOLEAN_WORDS:
+            out[i] = "--hub_repo"
+        elif arg.startswith("--push_to_hub=") and arg.split("=", 1)[1].lower() not in _BOOLEAN_WORDS:
+            out[i] = "--hub_repo=" + arg.split("=", 1)[1]
+    return out
 
 
 def _setup_logging() -> None:
@@ -61,6 +78,18 @@ def cmd_build(argv: list[str]) -> None:
     builder(config)
 
 
+def cmd_generate(argv: list[str]) -> None:
+    from vstar.stages import generate_main
+
+    generate_main(argv)
+
+
+def cmd_verify(argv: list[str]) -> None:
+    from vstar.stages import verify_main
+
+    verify_main(argv)
+
+
 def cmd_train(argv: list[str]) -> None:
     from vstar.configs import parse_configs
     from vstar.train.sft import VStarSFTConfig, train
@@ -75,8 +104,14 @@ def cmd_cycle(argv: list[str]) -> None:
     from vstar.demo import print_table
     from vstar.train.sft import VStarSFTConfig
 
-    cycle_config, train_config = parse_configs((CycleConfig, VStarSFTConfig), argv)
+    cycle_config, train_config = parse_configs((CycleConfig, VStarSFTConfig), _hub_flags(argv))
     print_table(CycleRunner(cycle_config, train_config).run())
+
+
+def cmd_push(argv: list[str]) -> None:
+    from vstar.push import main
+
+    main(_hub_flags(argv))
 
 
 def cmd_eval(argv: list[str]) -> None:
@@ -93,10 +128,13 @@ def cmd_demo(argv: list[str]) -> None:
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "build": cmd_build,
+    "generate": cmd_generate,
+    "verify": cmd_verify,
     "train": cmd_train,
     "cycle": cmd_cycle,
     "eval": cmd_eval,
     "demo": cmd_demo,
+    "push": cmd_push,
 }
 
 

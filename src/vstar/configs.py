@@ -50,6 +50,19 @@ class CycleConfig:
             "number of steps (continuing from the previous control) and evaluates it."
         },
     )
+    hub_repo: str | None = field(
+        default=None,
+        metadata={"help": "Push every cycle to ORG/NAME (dataset repo and model repo); `--push-to-hub` sets it."},
+    )
+    hub_dataset_repo: str | None = field(default=None, metadata={"help": "Dataset repo (default: hub_repo)."})
+    hub_model_repo: str | None = field(default=None, metadata={"help": "Model repo (default: hub_repo)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos as private."})
+    embed_videos: bool = field(
+        default=True, metadata={"help": "Embed video bytes in pushed datasets (else only the paths are pushed)."}
+    )
+    resume_from_hub: bool = field(
+        default=False, metadata={"help": "Continue a run whose latest cycle lives on the Hub (hub_model_repo)."}
+    )
     generation_backend: str = field(default="transformers", metadata={"help": "transformers or vllm."})
     generation_batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
@@ -62,6 +75,14 @@ class CycleConfig:
             self.task_options = json.loads(self.task_options) if self.task_options.strip() else None
         if self.cycle_init not in ("base", "previous"):
             raise ValueError(f"cycle_init must be `base` or `previous`, not {self.cycle_init!r}.")
+
+    @property
+    def dataset_repo(self) -> str | None:
+        return self.hub_dataset_repo or self.hub_repo
+
+    @property
+    def model_repo(self) -> str | None:
+        return self.hub_model_repo or self.hub_repo
 
     def generation_settings(self, num_frames: int | None, video_fps: float | None, seed: int) -> GenerationSettings:
         return GenerationSettings(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,12 +200,11 @@ class CycleRunner:
         dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
         shutil.rmtree(dataset_dir, ignore_errors=True)
         stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
-        write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self._history())
+        write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self.history())
         self.state.mark(stage, stats)
         return stats
 
-    def _train(self, cycle: int, dataset: str, output: Path, start: ModelRef, max_steps: int | None = None):
-        stage = f"cycle-{cycle}/train" if output.name == "model" else f"cycle-{cycle}/train_control"
+    def _train(self, stage: str, dataset: str, output: Path, start: ModelRef, max_steps: int | None = None):
         if self.state.done(stage):
             return self.state.result(stage)
         partial = output.with_name(output.name + ".partial")
@@ -251,17 +251,96 @@ class CycleRunner:
         # The control always continues from the previous control, as the cycles' models do in the demo.
         previous = self.run_dir / f"cycle-{cycle - 1}" / "control" / "model"
         start = self._trained_ref(previous) if cycle > 1 else self.model_ref(0)
-        self._train(cycle, self.config.control_dataset, control_dir / "model", start, max_steps=steps)
+        self._train(
+            f"cycle-{cycle}/train_control", self.config.control_dataset, control_dir / "model", start, max_steps=steps
+        )
         ref = self._trained_ref(control_dir / "model")
         return self._evaluate(cycle, ref, control_dir / "eval", f"cycle-{cycle}/evaluate_control")
 
+    # -- the Hub ------------------------------------------------------------------------------------------
+    def _publisher(self):
+        from vstar.hub import HubPublisher
+
+        return HubPublisher(
+            token=self.train_config.hub_token, private=self.config.hub_private, embed_videos=self.config.embed_videos
+        )
+
+    def publish(self, cycle: int, entry: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        """Push cycle k's dataset and adapter (with the run's state, for `resume_from_hub`), then tag them."""
+        from vstar.hub import cycle_tag, push_cycle
+
+        dataset_repo, model_repo = self.config.dataset_repo, self.config.model_repo
+        stage = f"cycle-{cycle}/push"
+        if not (dataset_repo and model_repo) or self.state.done(stage):
+            return
+        cycle_dir = self.run_dir / f"cycle-{cycle}"
+        stats = self.state.result(f"cycle-{cycle}/assemble")
+        write_instruction_card(
+            cycle_dir / "dataset",
+            stats=stats,
+            config=self.config,
+            history=history,
+            repo_id=dataset_repo,
+            revision=cycle_tag(cycle),
+        )
+        run_files = cycle_dir / "model" / "vstar_run"
+        run_files.mkdir(exist_ok=True)
+        for name in ("metrics.json", "state.json", "config.yaml"):
+            shutil.copyfile(self.run_dir / name, run_files / name)
+        shutil.copyfile(self.run_dir / "cycles.png", cycle_dir / "model" / "cycles.png")
+
+        def card_for(dataset_repo: str, dataset_sha: str) -> None:
+            write_model_card(
+                cycle_dir / "model",
+                entry=entry,
+                history=history,
+                cycle_config=self.config,
+                train_config=self.train_config,
+                dataset_dir=cycle_dir / "dataset",
+                repo_id=model_repo,
+                revision=cycle_tag(cycle),
+                dataset_repo=dataset_repo,
+                dataset_revision=dataset_sha,
+            )
+
+        self.state.mark(stage, push_cycle(self._publisher(), self.run_dir, cycle, dataset_repo, model_repo, card_for))
+
+    def restore_from_hub(self) -> int:
+        """Bring the latest tagged cycle of the model repo (adapter + run state) into the run directory.
+
+        Returns the restored cycle number (0 when the repo has no cycle yet).
+        """
+        from vstar.hub import cycle_tag
+
+        publisher = self._publisher()
+        repo = self.config.model_repo
+        if not repo:
+            raise ValueError("resume_from_hub needs hub_repo or hub_model_repo.")
+        refs = publisher.api.list_repo_refs(repo, repo_type="model")
+        cycles = sorted(int(t.name.split("-")[1]) for t in refs.tags if re.fullmatch(r"cycle-\d+", t.name))
+        if not cycles:
+            logger.info("%s has no cycle tag yet: starting from cycle 1.", repo)
+            return 0
+        latest = cycles[-1]
+        if self.state.done(f"cycle-{latest}/push"):
+            return latest
+        model_dir = self.run_dir / f"cycle-{latest}" / "model"
+        publisher.download_model(repo, cycle_tag(latest), model_dir)
+        for name in ("metrics.json", "state.json"):
+            remote = model_dir / "vstar_run" / name
+            if remote.exists():
+                shutil.copyfile(remote, self.run_dir / name)
+        self.state = RunState(self.run_dir / "state.json")
+        logger.info("Resumed from %s@%s.", repo, cycle_tag(latest))
+        return latest
+
     # -- the loop -----------------------------------------------------------------------------------------
-    def _history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[dict[str, Any]]:
         path = self.run_dir / "metrics.json"
         return json.loads(path.read_text())["cycles"] if path.exists() else []
 
     def _record(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
-        history = [c for c in self._history() if c["cycle"] != entry["cycle"]] + [entry]
+        history = [c for c in self.history() if c["cycle"] != entry["cycle"]] + [entry]
         history.sort(key=lambda c: c["cycle"])
         (self.run_dir / "metrics.json").write_text(json.dumps({"cycles": history}, indent=2))
         plot_cycles(history, self.run_dir / "cycles.png")
@@ -277,6 +356,8 @@ class CycleRunner:
 
     def run(self) -> list[dict[str, Any]]:
         """Run every unfinished stage of every cycle; returns the per-cycle metrics."""
+        if self.config.resume_from_hub:
+            self.restore_from_hub()
         save_config(self.run_dir / "config.yaml", self.config, self.train_config)
         initial = self._evaluate(0, self.model_ref(0), self.run_dir / "cycle-0" / "eval", "cycle-0/evaluate")
         history = self._record(
@@ -301,7 +382,9 @@ class CycleRunner:
                 break
             start = self.model_ref(cycle - 1 if self.config.cycle_init == "previous" else 0)
             dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
-            summary = self._train(cycle, str(dataset_dir), self.run_dir / f"cycle-{cycle}" / "model", start)
+            summary = self._train(
+                f"cycle-{cycle}/train", str(dataset_dir), self.run_dir / f"cycle-{cycle}" / "model", start
+            )
             metrics = self._evaluate(
                 cycle, self.model_ref(cycle), self.run_dir / f"cycle-{cycle}" / "eval", f"cycle-{cycle}/evaluate"
             )
@@ -328,6 +411,7 @@ class CycleRunner:
                 train_config=self.train_config,
                 dataset_dir=dataset_dir,
             )
+            self.publish(cycle, entry, history)
             if self._stop_early(history):
                 logger.info("Held-out accuracy plateaued; stopping after cycle %d.", cycle)
                 break

@@ -106,7 +106,7 @@ def _local_data_files(directory: Path, config: str, split: str) -> list[Path]:
     prefix = "data" if config == "default" else config
     files = sorted((directory / prefix).glob(f"{split}-*.parquet"))
     if not files:
-        available = sorted({p.name.split("-")[0] for p in (directory / prefix).glob("*.parquet")})
+        available = dataset_splits(directory, config)
         raise FileNotFoundError(
             f"{directory} has no split {split!r} in config {config!r} (looked for {prefix}/{split}-*.parquet; "
             f"splits there: {', '.join(available) or 'none'})."
@@ -127,3 +127,9 @@ def load_split(source: str | Path, split: str, config: str = "default", revision
         tables = [pq.read_table(str(f)) for f in _local_data_files(path, config, split)]
         return Dataset(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
     return load_dataset(str(source), name=config, split=split, revision=revision)
+
+
+def dataset_splits(directory: str | Path, config: str = "default") -> list[str]:
+    """The splits a vstar dataset directory holds for `config`, from its Parquet file names."""
+    prefix = "data" if config == "default" else config
+    return sorted({p.name.split("-")[0] for p in (Path(directory) / prefix).glob("*.parquet")})

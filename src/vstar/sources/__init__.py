@@ -1,6 +1,11 @@
-"""Source builders: one per labeled video collection, each writing a source dataset (DESIGN.md section 3)."""
+"""Source builders: one per labeled video collection, each writing a source dataset (DESIGN.md section 3).
 
-from vstar.sources import shapes  # noqa: F401  (registers the builder)
+```bash
+vstar build kinetics --annotations train.csv --videos clips/ --output data/k700
+```
+"""
+
+from vstar.sources import finediving, folder, kinetics, shapes, table  # noqa: F401  (register the builders)
 from vstar.sources.base import SOURCES, write_source_dataset
 
 

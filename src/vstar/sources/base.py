@@ -1,27 +1,43 @@
 """What every source builder shares: the registry, the Hub-layout writer, the card and the build report.
 
 A builder turns a labeled video collection into a source dataset directory (`data/<split>-*.parquet`, a
-README.md card with `configs:`, `build_report.json`) that `datasets.load_dataset(dir)` loads.
+README.md card with `configs:`, `build_report.json`) that `datasets.load_dataset(dir)` loads. Clips whose video is
+missing, empty, truncated or undecodable are left out and listed in the build report with the reason.
+
+```bash
+vstar build folder --videos clips/ --output data/my_clips
+```
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from datasets import ClassLabel, Features
+from tqdm.auto import tqdm
 
 from vstar.cards import markdown_table, write_card
 from vstar.io import ParquetRowWriter, configs_yaml, split_file
 from vstar.registry import Registry
+from vstar.sources.probe import EMPTY, MISSING, VideoProbe, parallel_map, probe_video
 
 logger = logging.getLogger(__name__)
 
 SOURCES: Registry = Registry("source")
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+# Split spellings found in the wild, mapped to the names `datasets` uses.
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "validate": "validation", "dev": "validation"}
+SPLIT_ORDER = ("train", "validation", "test")
+_SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
 
 
 def check_writable(output: str | Path) -> Path:
@@ -39,10 +55,143 @@ def check_writable(output: str | Path) -> Path:
     return output
 
 
-def _feature_type(feature: Any) -> str:
-    if isinstance(feature, ClassLabel):
-        return f"ClassLabel ({feature.num_classes} classes)"
-    return type(feature).__name__ + (f" ({feature.dtype})" if getattr(feature, "dtype", None) else "")
+def canonical_split(name: str, where: str = "") -> str:
+    """The `datasets` name of a split (`val`/`validate` -> `validation`); rejects names the Hub cannot use.
+
+    Args:
+        name: the split as written in the input.
+        where: the input position (`file:line`) named in the error.
+    """
+    split = SPLIT_ALIASES.get(name.strip().lower(), name.strip())
+    if not _SPLIT_NAME.match(split):
+        raise ValueError(f"{where + ': ' if where else ''}invalid split name {name!r} (letters, digits, _ and .).")
+    return split
+
+
+def split_from_file_name(path: str | Path, default: str = "train") -> str:
+    """The split a file name names (`validate.csv` -> `validation`, `k700_test.jsonl` -> `test`), else `default`.
+
+    Args:
+        path: the annotation file.
+        default: the split when the name names none.
+    """
+    for token in re.split(r"[^a-z]+", Path(path).stem.lower()):
+        if token in SPLIT_ORDER or token in SPLIT_ALIASES:
+            return canonical_split(token)
+    return default
+
+
+def is_split_name(name: str) -> bool:
+    """Whether a folder or file name is a split name (`train`, `val`, `validation`, `test`, `dev`, ...)."""
+    return name.lower() in SPLIT_ORDER or name.lower() in SPLIT_ALIASES
+
+
+def split_order(splits: Iterable[str]) -> list[str]:
+    """Splits in the usual order: train, validation, test, then the others alphabetically."""
+    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    return sorted(set(splits), key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def command_line(name: str, config: Any) -> str:
+    """The `vstar build NAME --field value ...` command that reproduces `config` (fields left at their default
+    are omitted)."""
+    parts = ["vstar", "build", name]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        if value == default or value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        parts += [f"--{f.name}", *(_quote(str(v)) for v in values)]
+    return " ".join(parts)
+
+
+def _quote(text: str) -> str:
+    return text if re.fullmatch(r"[\w./:@=+,-]+", text) else "'" + text.replace("'", "'\\''") + "'"
+
+
+class Clip(NamedTuple):
+    """One input row on its way to the dataset: its columns, its video file and where it was read from.
+
+    Args:
+        row: the dataset columns except `video` and the probe columns.
+        video: the video path, or `None` when it was not found (then `error` says why).
+        where: the input position named in the build report (`train.csv:17`, a frame folder, ...).
+        error: a reason known before probing (`missing: ...`).
+        expected: the file or folder looked for, named in the report when `video` is `None`.
+    """
+
+    row: dict[str, Any]
+    video: str | None
+    where: str
+    error: str | None = None
+    expected: str | None = None
+
+
+def _probe_clip_video(video: str | None) -> VideoProbe | None:
+    return probe_video(video) if video is not None else None
+
+
+def probed_rows(
+    clips: Iterable[Clip],
+    report: dict[str, Any],
+    num_proc: int = 1,
+    probe: bool = True,
+    desc: str | None = None,
+    total: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Probe each clip's video (in `num_proc` processes) and yield the usable rows with `video` and the probe
+    columns; unusable clips are counted in `report["rows_read"]` and listed in `report["skipped"]`.
+
+    Args:
+        clips: the input rows, consumed lazily.
+        report: the build report being filled (`rows_read`, `skipped`).
+        num_proc: probing processes.
+        probe: read the container metadata (else only check that the file exists and is not empty).
+        desc: progress bar label.
+        total: number of clips, for the progress bar.
+    """
+    report.setdefault("rows_read", 0)
+    report.setdefault("skipped", [])
+    seen: set[str] = set()
+
+    results = parallel_map(_probe_clip_video if probe else _quick_check, clips, num_proc, arg=lambda c: c.video)
+    for clip, result in tqdm(results, total=total, desc=desc, unit="clip", leave=False):
+        report["rows_read"] += 1
+        row = clip.row
+        error = clip.error or (result.error if result is not None else "missing: no file")
+        if error is None and row["id"] in seen:
+            error = f"duplicate: the id {row['id']} was already written"
+        if error is not None:
+            skip(report, clip.where, clip.video or clip.expected, error, row.get("id"))
+            continue
+        seen.add(row["id"])
+        yield {**row, "video": {"path": os.path.abspath(clip.video), "bytes": None}, **result.columns()}
+
+
+def _quick_check(video: str | None) -> VideoProbe | None:
+    if video is None:
+        return None
+    try:
+        size = os.stat(video).st_size
+    except OSError as err:
+        return VideoProbe(error=f"{MISSING}: {video} ({err.strerror})")
+    return VideoProbe(error=f"{EMPTY}: {video} has 0 bytes" if size == 0 else None)
+
+
+def skip(report: dict[str, Any], where: str, file: str | None, reason: str, clip_id: str | None = None) -> None:
+    """List a left-out input row in the build report.
+
+    Args:
+        report: the build report (`skipped` is created when absent).
+        where: the input position (`train.csv:17`).
+        file: the video file or folder looked for.
+        reason: `"<kind>: <detail>"`, kind one of `missing`, `empty`, `truncated`, `undecodable`, `duplicate`, ...
+        clip_id: the row's id, when known.
+    """
+    report.setdefault("skipped", []).append({"row": where, "id": clip_id, "file": file, "reason": reason})
 
 
 def write_source_dataset(
@@ -54,40 +203,101 @@ def write_source_dataset(
 ) -> Path:
     """Stream each split's rows to Parquet, then write `build_report.json` and the dataset card.
 
+    When a split's rows raise, the rows written so far are kept (the directory still loads), the report records
+    the error with `"complete": false`, and the error is raised again.
+
     Args:
         rows: `{split: rows}`; rows are consumed lazily, one row group at a time.
         features: the dataset features (see `vstar.schema.source_features`).
         output: the dataset directory.
-        card: card fields: `pretty_name`, `description`, `license`, `build_command`, optional `repo_id`.
-        report: `{"rows_read": ..., "skipped": [...]}` from the builder; rows written are counted here.
+        card: card fields: `pretty_name`, `description`, `license`, `build_command`, optional `repo_id`,
+            `source` (where the data comes from), `homepage`, `citation`.
+        report: the builder's report (`rows_read`, `skipped`), filled while the rows stream; rows written are
+            counted here.
     """
     output = check_writable(output)
     counts: dict[str, int] = {}
     class_counts: dict[str, Counter] = {}
+    hours: dict[str, float] = {}
     label_feature = features.get("label")
+    error: BaseException | None = None
     for split, split_rows in rows.items():
         class_counts[split] = Counter()
-        with ParquetRowWriter(output / split_file(split), features, batch_size=256) as writer:
-            for row in split_rows:
-                writer.write(row)
-                if isinstance(label_feature, ClassLabel) and row.get("label") is not None:
-                    class_counts[split][row["label"]] += 1
+        hours[split] = 0.0
+        writer = ParquetRowWriter(output / split_file(split), features, batch_size=256)
+        try:
+            with writer:
+                for row in split_rows:
+                    writer.write(row)
+                    label = row.get("label")
+                    if isinstance(label_feature, ClassLabel) and label is not None:
+                        class_counts[split][label_feature.str2int(label) if isinstance(label, str) else label] += 1
+                    hours[split] += (row.get("duration") or 0.0) / 3600
+        except Exception as err:  # keep what was written, say what happened, then fail
+            error = err
         counts[split] = writer.rows_written
+        if error is not None:
+            break
+    for split, count in counts.items():
+        if not count:  # `load_dataset` refuses a split without rows: leave it out
+            logger.warning("No usable rows for the %s split: it is left out of the dataset.", split)
+            (output / split_file(split)).unlink(missing_ok=True)
     report = {"rows_read": sum(counts.values()), "skipped": [], **(report or {})}
     report["rows_written"] = sum(counts.values())
-    (output / "build_report.json").write_text(json.dumps(report, indent=2))
-    _write_source_card(output, features, counts, class_counts, card, report)
-    logger.info("Wrote %s rows (%s) to %s", report["rows_written"], counts, output)
+    report["rows_per_split"] = counts
+    report["complete"] = error is None
+    if error is not None:
+        report["error"] = f"{type(error).__name__}: {error}"
+    (output / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    _write_source_card(output, features, counts, class_counts, hours, card, report)
+    if error is not None:
+        logger.error(
+            "The build stopped: %s; the %s rows written so far are in %s", error, sum(counts.values()), output
+        )
+        raise error
+    logger.info("Wrote %s rows (%s) to %s; %s skipped", report["rows_written"], counts, output, len(report["skipped"]))
     return output
 
 
-def _write_source_card(output, features, counts, class_counts, card, report) -> None:
+def _feature_type(feature: Any) -> str:
+    if isinstance(feature, ClassLabel):
+        return f"ClassLabel ({feature.num_classes} classes)"
+    if isinstance(feature, (list, tuple)) or type(feature).__name__ in ("Sequence", "List", "LargeList"):
+        inner = feature[0] if isinstance(feature, (list, tuple)) else getattr(feature, "feature", None)
+        return f"list of {_feature_type(inner)}" if inner is not None else "list"
+    if type(feature).__name__ == "Video":
+        return "Video (path or bytes)"
+    return type(feature).__name__ + (f" ({feature.dtype})" if getattr(feature, "dtype", None) else "")
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+def _dataset_info(output: Path, features: Features, counts: Mapping[str, int]) -> dict[str, Any]:
+    """The card's `dataset_info`: features and split sizes. `load_dataset(dir)` keys its cache on the folder name
+    and this metadata, so two builds with the same folder name but different rows do not share a cache entry."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    sizes = {s: (output / split_file(s)).stat().st_size for s, n in counts.items() if n}
+    splits = SplitDict({s: SplitInfo(s, num_bytes=sizes[s], num_examples=counts[s]) for s in sizes})
+    total = sum(sizes.values())
+    info = DatasetInfo(features=features, splits=splits, download_size=total, dataset_size=total)
+    card_data = DatasetCardData()
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
+    return card_data.to_dict()["dataset_info"]
+
+
+def _write_source_card(output, features, counts, class_counts, hours, card, report) -> None:
     metadata = {
         "pretty_name": card.get("pretty_name", output.name),
         "license": card.get("license", "other"),
         "task_categories": ["video-text-to-text"],
         "tags": ["video", "vstar", "video-star"],
-        "configs": configs_yaml({"default": list(counts)}),
+        "configs": configs_yaml({"default": [split for split, count in counts.items() if count]}),
+        "dataset_info": _dataset_info(output, features, counts),
     }
     label_feature = features.get("label")
     class_table = None
@@ -97,17 +307,28 @@ def _write_source_card(output, features, counts, class_counts, card, report) -> 
             for i, name in enumerate(label_feature.names)
         ]
         class_table = markdown_table(class_rows)
+    split_rows = [{"split": s, "rows": n} for s, n in counts.items()]
+    if "duration" in features:
+        for entry in split_rows:
+            entry["hours of video"] = round(hours.get(entry["split"], 0.0), 3)
+    skipped = report["skipped"]
+    by_reason = Counter(_reason_kind(str(entry.get("reason", ""))) for entry in skipped)
     write_card(
         output / "README.md",
         "source_dataset.md.j2",
         metadata,
         description=card.get("description", ""),
+        source=card.get("source"),
+        homepage=card.get("homepage"),
+        citation=card.get("citation"),
         build_command=card.get("build_command", "vstar build"),
         repo_id=card.get("repo_id", str(output)),
         revision=card.get("revision"),
         schema_table=markdown_table([{"column": k, "type": _feature_type(v)} for k, v in features.items()]),
-        split_table=markdown_table([{"split": s, "rows": n} for s, n in counts.items()]),
+        split_table=markdown_table(split_rows),
         class_table=class_table,
         report=report,
-        skipped_table=markdown_table(report["skipped"][:50]),
+        reasons_table=markdown_table([{"reason": k, "rows": n} for k, n in by_reason.most_common()]),
+        skipped_table=markdown_table(skipped[:50]),
+        skipped_shown=min(len(skipped), 50),
     )

@@ -49,6 +49,10 @@ class VStarSFTConfig(SFTConfig):
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules trained in full and saved with the adapter (e.g. a random vision `merger`)."},
+    )
     init_adapter: str | None = field(
         default=None, metadata={"help": "Continue training this adapter instead of starting a new one."}
     )
@@ -77,6 +81,7 @@ def lora_config(config: VStarSFTConfig):
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=target,
+        modules_to_save=config.lora_modules_to_save,
         task_type="CAUSAL_LM",
     )
 

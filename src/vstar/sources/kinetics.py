@@ -1,0 +1,361 @@
+"""Kinetics (400, 600, 700, 700-2020) as a source dataset, from the official CSV files and the downloaded clips.
+
+The CSVs have the header `label,youtube_id,time_start,time_end,split` (the test CSV may lack `label`; Kinetics-400
+adds `is_cc`). Clip files are named `{youtube_id}_{time_start:06d}_{time_end:06d}.mp4` and lie flat, under
+`<split>/` or under `<split>/<label>/` (ids may start with `-` or `_`). `label` is a `ClassLabel` over the sorted
+class names as spelled in the CSVs. Rows whose clip is missing, empty, truncated or undecodable are left out and
+listed in `build_report.json`; a malformed CSV row stops the build before anything is written, naming the file
+and line.
+
+```bash
+vstar build kinetics --annotations train.csv validate.csv --videos kinetics700/ --output data/k700 --num_proc 2
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vstar.schema import source_features
+from vstar.sources.base import (
+    SOURCES,
+    SPLIT_ALIASES,
+    Clip,
+    canonical_split,
+    check_writable,
+    command_line,
+    probed_rows,
+    split_from_file_name,
+    split_order,
+    write_source_dataset,
+)
+from vstar.sources.probe import MISSING, probe_features
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
+KNOWN_VERSIONS = {400: "400", 600: "600", 700: "700"}
+CITATION = """@article{kay2017kinetics,
+  title   = {The Kinetics Human Action Video Dataset},
+  author  = {Kay, Will and Carreira, Joao and Simonyan, Karen and Zhang, Brian and Hillier, Chloe and
+             Vijayanarasimhan, Sudheendra and Viola, Fabio and Green, Tim and Back, Trevor and Natsev, Paul and
+             Suleyman, Mustafa and Zisserman, Andrew},
+  journal = {arXiv preprint arXiv:1705.06950},
+  year    = {2017}
+}"""
+
+
+@dataclass
+class KineticsConfig:
+    """Settings of the Kinetics source builder."""
+
+    annotations: list[str] | None = field(
+        default=None, metadata={"help": "Official CSV files, e.g. `train.csv validate.csv test.csv`."}
+    )
+    videos: str | None = field(
+        default=None, metadata={"help": "Folder of the clip files: flat, `<split>/` or `<split>/<label>/`."}
+    )
+    output: str = field(default="data/kinetics", metadata={"help": "Output directory (Hub layout)."})
+    version: str | None = field(
+        default=None, metadata={"help": "400, 600, 700 or 700-2020 (default: from the number of classes)."}
+    )
+    classes: str | None = field(
+        default=None,
+        metadata={"help": "Text file of class names, one a line, when the CSVs do not name them all (test only)."},
+    )
+    split: str | None = field(
+        default=None, metadata={"help": "Split of rows whose CSV has no `split` column (default: the file name)."}
+    )
+    num_proc: int = field(default=1, metadata={"help": "Processes probing the videos."})
+    probe: bool = field(
+        default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
+    )
+    extensions: list[str] = field(
+        default_factory=lambda: [".mp4"], metadata={"help": "Clip file extensions to look for, in order."}
+    )
+    license: str = field(default="cc-by-4.0", metadata={"help": "Licence field of the card (the annotations')."})
+
+
+@dataclass
+class KineticsRow:
+    """One parsed CSV row."""
+
+    file: str
+    line: int
+    youtube_id: str
+    time_start: int
+    time_end: int
+    label: str | None
+    raw_split: str
+    split: str
+    is_cc: bool | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def clip_name(self) -> str:
+        return f"{self.youtube_id}_{self.time_start:06d}_{self.time_end:06d}"
+
+
+def _int_seconds(value: str, column: str, where: str) -> int:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{where}: `{column}` must be a number of seconds, not {value!r}.") from None
+    if not number.is_integer() or number < 0:
+        raise ValueError(f"{where}: `{column}` must be a whole, non-negative number of seconds, not {value!r}.")
+    return int(number)
+
+
+def _bool(value: str, column: str, where: str) -> bool | None:
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{where}: `{column}` must be 0/1 or true/false, not {value!r}.")
+
+
+def read_kinetics_csv(path: str | Path, default_split: str | None = None) -> Iterator[KineticsRow]:
+    """Parse one official Kinetics CSV, streaming.
+
+    Args:
+        path: the CSV file.
+        default_split: split of the rows when the CSV has no `split` column (default: from the file name).
+
+    Raises:
+        ValueError: naming the file and line of a malformed row, or the missing column of a bad header.
+    """
+    path = Path(path)
+    fallback = canonical_split(default_split) if default_split else split_from_file_name(path)
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        missing = [name for name in REQUIRED_COLUMNS if name not in header]
+        if missing:
+            raise ValueError(
+                f"{path}:1: the header lacks the column(s) {', '.join(missing)} "
+                f"(found: {', '.join(header) or 'none'}); expected `label,youtube_id,time_start,time_end,split`."
+            )
+        for fields in reader:
+            where = f"{path}:{reader.line_num}"
+            if not fields or not any(value.strip() for value in fields):
+                continue
+            if len(fields) != len(header):
+                raise ValueError(
+                    f"{where}: expected {len(header)} fields ({','.join(header)}), found {len(fields)}: {fields!r}."
+                )
+            record = dict(zip(header, fields))
+            youtube_id = record["youtube_id"].strip()
+            if not youtube_id:
+                raise ValueError(f"{where}: empty `youtube_id`.")
+            start = _int_seconds(record["time_start"], "time_start", where)
+            end = _int_seconds(record["time_end"], "time_end", where)
+            if end < start:
+                raise ValueError(f"{where}: `time_end` ({end}) is before `time_start` ({start}).")
+            raw_split = (record.get("split") or "").strip()
+            yield KineticsRow(
+                file=str(path),
+                line=reader.line_num,
+                youtube_id=youtube_id,
+                time_start=start,
+                time_end=end,
+                label=record.get("label") or None,
+                raw_split=raw_split,
+                split=canonical_split(raw_split, where) if raw_split else fallback,
+                is_cc=_bool(record["is_cc"], "is_cc", where) if "is_cc" in record else None,
+            )
+
+
+class ClipLocator:
+    """Finds `{youtube_id}_{start:06d}_{end:06d}{ext}` flat, under `<split>/`, `<split>/<label>/` or `<label>/`.
+
+    A few `stat` calls per row and no listing of the folder, so memory does not grow with the collection; the layout
+    that matched last is tried first.
+
+    Args:
+        root: the videos folder.
+        extensions: file extensions to try, in order.
+    """
+
+    def __init__(self, root: str | Path, extensions: list[str]):
+        self.root = Path(root)
+        self.extensions = [e if e.startswith(".") else f".{e}" for e in extensions]
+        self._last_layout = 0
+
+    def _layouts(self, row: KineticsRow) -> list[list[str]]:
+        splits = list(
+            dict.fromkeys([row.raw_split, row.split, *(a for a, c in SPLIT_ALIASES.items() if c == row.split)])
+        )
+        splits = [s for s in splits if s]
+        labels = list(dict.fromkeys([row.label, row.label.replace(" ", "_")])) if row.label else []
+        return [
+            [""],
+            [f"{s}/" for s in splits],
+            [f"{s}/{label}/" for s in splits for label in labels],
+            [f"{label}/" for label in labels],
+        ]
+
+    def find(self, row: KineticsRow) -> str | None:
+        """The clip's path, or `None` when no candidate exists."""
+        layouts = self._layouts(row)
+        order = [self._last_layout] + [i for i in range(len(layouts)) if i != self._last_layout]
+        for index in order:
+            for prefix in layouts[index]:
+                for ext in self.extensions:
+                    path = os.path.join(self.root, prefix + row.clip_name + ext)
+                    if os.path.isfile(path):
+                        self._last_layout = index
+                        return path
+        return None
+
+
+@dataclass
+class _Scan:
+    labels: set[str]
+    splits: Counter
+    has_is_cc: bool
+
+
+def _scan(config: KineticsConfig) -> _Scan:
+    """First pass: validate every row and collect the class names, splits and optional columns."""
+    labels: set[str] = set()
+    splits: Counter = Counter()
+    has_is_cc = False
+    for path in config.annotations:
+        with open(path, encoding="utf-8-sig") as handle:
+            has_is_cc |= "is_cc" in [name.strip() for name in next(csv.reader(handle), [])]
+        for row in read_kinetics_csv(path, config.split):
+            splits[row.split] += 1
+            if row.label is not None:
+                labels.add(row.label)
+    return _Scan(labels, splits, has_is_cc)
+
+
+def _class_names(config: KineticsConfig, labels: set[str]) -> list[str]:
+    if not config.classes:
+        return sorted(labels)
+    names = [line.strip() for line in Path(config.classes).read_text(encoding="utf-8").splitlines() if line.strip()]
+    unknown = sorted(labels - set(names))
+    if unknown:
+        raise ValueError(f"{config.classes} lacks {len(unknown)} class(es) used in the CSVs: {unknown[:5]}.")
+    return sorted(set(names))
+
+
+def _clips(config: KineticsConfig, split: str, locator: ClipLocator, source: str, has_is_cc: bool) -> Iterator[Clip]:
+    for path in config.annotations:
+        for row in read_kinetics_csv(path, config.split):
+            if row.split != split:
+                continue
+            video = locator.find(row)
+            columns: dict[str, Any] = {
+                "id": row.clip_name,
+                "start": None,  # the clip files are already cut to [time_start, time_end]
+                "end": None,
+                "source": source,
+                "split": split,
+                "label": row.label,
+                "youtube_id": row.youtube_id,
+                "time_start": row.time_start,
+                "time_end": row.time_end,
+            }
+            if has_is_cc:
+                columns["is_cc"] = row.is_cc
+            error = expected = None
+            if video is None:
+                expected = os.path.join(locator.root, row.clip_name + locator.extensions[0])
+                error = f"{MISSING}: no {row.clip_name}{locator.extensions[0]} flat, under split/ or split/label/"
+            yield Clip(columns, video, row.where, error, expected)
+
+
+def _validate(config: KineticsConfig) -> None:
+    if not config.annotations:
+        raise ValueError("Give the Kinetics CSV files: --annotations train.csv [validate.csv ...].")
+    if not config.videos:
+        raise ValueError("Give the folder of the clips: --videos DIR.")
+    for path in config.annotations:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Annotation file {path} does not exist.")
+    if not Path(config.videos).is_dir():
+        raise FileNotFoundError(f"Videos folder {config.videos} does not exist.")
+
+
+@SOURCES.register("kinetics")
+def build_kinetics(config: KineticsConfig | None = None, **overrides) -> Path:
+    """Write the Kinetics source dataset to `config.output`; returns the directory (`load_dataset(dir)` loads it).
+
+    Args:
+        config: the settings (or pass them as keyword arguments).
+    """
+    from datasets import ClassLabel, Value
+
+    config = config or KineticsConfig(**overrides)
+    if isinstance(config.annotations, str):
+        config.annotations = [config.annotations]
+    _validate(config)
+    output = check_writable(config.output)
+    scan = _scan(config)
+    names = _class_names(config, scan.labels)
+    version = config.version or KNOWN_VERSIONS.get(len(names))
+    source = f"kinetics-{version}" if version else "kinetics"
+    label_features: dict[str, Any] = {
+        "label": ClassLabel(names=names),
+        "youtube_id": Value("string"),
+        "time_start": Value("int32"),
+        "time_end": Value("int32"),
+    }
+    if scan.has_is_cc:
+        label_features["is_cc"] = Value("bool")
+    features = source_features({**label_features, **probe_features()})
+    locator = ClipLocator(config.videos, config.extensions)
+    report: dict[str, Any] = {"rows_read": 0, "skipped": []}
+    rows = {
+        split: probed_rows(
+            _clips(config, split, locator, source, scan.has_is_cc),
+            report,
+            num_proc=config.num_proc,
+            probe=config.probe,
+            desc=f"kinetics {split}",
+            total=scan.splits[split],
+        )
+        for split in split_order(scan.splits)
+    }
+    pretty = f"Kinetics-{version}" if version else "Kinetics"
+    return write_source_dataset(
+        rows,
+        features,
+        output,
+        card={
+            "pretty_name": f"{pretty} (vstar source dataset)",
+            "description": (
+                f"{pretty} human action clips ({len(names)} classes), one row per 10-second YouTube clip. `label` "
+                "is the action class; `youtube_id`, `time_start` and `time_end` locate the clip in its YouTube "
+                "video (the clip file is already cut, so `start`/`end` are null); `duration`, `fps`, `width`, "
+                "`height` and `codec` come from the clip's container."
+            ),
+            "source": (
+                "Annotations: the official Kinetics CSV files ("
+                + ", ".join(f"`{Path(p).name}`" for p in config.annotations)
+                + f"). Clips: `{config.videos}`, files `{{youtube_id}}_{{time_start:06d}}_{{time_end:06d}}.mp4`."
+            ),
+            "homepage": "https://github.com/cvdfoundation/kinetics-dataset",
+            "citation": CITATION,
+            "license": config.license,
+            "build_command": command_line("kinetics", config),
+        },
+        report=report,
+    )
+
+
+build_kinetics.config_class = KineticsConfig
