@@ -182,3 +182,15 @@ def test_resume_from_hub(hub_env, two_cycle_run, warm_models, shapes_dir, tmp_pa
     assert tags == {"cycle-1", "cycle-2", "cycle-3"}
     metrics = json.loads((tmp_path / "elsewhere" / "metrics.json").read_text())
     assert metrics["cycles"][3]["generated"] == 16
+
+
+def test_build_with_push_to_hub(hub_env, tmp_path):
+    from datasets import load_dataset
+
+    from vstar.cli import main
+
+    main(["build", "shapes", "--output", str(tmp_path / "s"), "--num_train", "4", "--num_validation", "0",
+          "--num_test", "2", "--push-to-hub", "vstar-org/built", "--hub-private", "true"])  # fmt: skip
+    remote = load_dataset("vstar-org/built", split="train")
+    assert remote["id"] == load_split(tmp_path / "s", "train")["id"]
+    assert hub_env.api.repo_info("vstar-org/built", repo_type="dataset").private

@@ -72,10 +72,15 @@ def cmd_build(argv: list[str]) -> None:
 
     if not argv or argv[0].startswith("-"):
         raise SystemExit(f"vstar build needs a source name: {', '.join(SOURCES.names())}")
+    from vstar.hub import HubTarget
+
     name, rest = argv[0], argv[1:]
     builder = SOURCES.get(name)
-    (config,) = parse_configs((builder_config(name),), rest)
-    builder(config)
+    config, target = parse_configs((builder_config(name), HubTarget), _hub_flags(rest))
+    output = builder(config)
+    if target.hub_repo:
+        sha = target.publisher().push_dataset_dir(output, target.hub_repo, message=f"vstar build {name}")
+        logger.info("Pushed %s to %s@%s", output, target.hub_repo, sha[:8])
 
 
 def cmd_generate(argv: list[str]) -> None:

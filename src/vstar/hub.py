@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,19 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 5, base_delay
             )
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+@dataclass
+class HubTarget:
+    """Where `vstar build` pushes the source dataset (nothing is pushed when `hub_repo` is unset)."""
+
+    hub_repo: str | None = field(default=None, metadata={"help": "Dataset repo ORG/NAME (`--push-to-hub`)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the repo as private."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN / stored login)."})
+    embed_videos: bool = field(default=True, metadata={"help": "Embed video bytes (else only paths are pushed)."})
+
+    def publisher(self) -> HubPublisher:
+        return HubPublisher(token=self.hub_token, private=self.hub_private, embed_videos=self.embed_videos)
 
 
 class HubPublisher:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vstar.evaluate.metrics import task_metrics
 from vstar.generate.base import (
     GenerationBackend,
     GenerationRequest,
@@ -67,6 +68,7 @@ def score_answers(rows: Sequence[Mapping[str, Any]], answers: Mapping[str, str],
         "parse_rate": parsed / total if total else None,
         "num_examples": total,
     }
+    metrics.update({k: v for k, v in task_metrics(task.name, predictions).items() if k not in metrics})
     return {"metrics": metrics, "predictions": predictions}
 
 

@@ -33,7 +33,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 SHAPE = "square"
-SPEEDS = (4, 5, 6)
+SPEEDS = (3, 4, 5)
 CLASSES = [f"{color} {SHAPE} moving {direction}" for color in COLORS for direction in DIRECTIONS]
 
 
@@ -48,14 +48,14 @@ class ShapesConfig:
     size: int = field(default=64, metadata={"help": "Frame width and height in pixels."})
     num_frames: int = field(default=8, metadata={"help": "Frames per clip."})
     fps: float = field(default=8.0, metadata={"help": "Frame rate of the clips."})
-    square_size: int = field(default=16, metadata={"help": "Side of the square in pixels."})
+    square_size: int = field(default=24, metadata={"help": "Side of the square in pixels."})
     seed: int = field(default=0, metadata={"help": "Seed; the same seed gives byte-identical clips."})
 
 
 def render_clip(
     rng: np.random.Generator, color: str, direction: str, speed: int, size: int, num_frames: int, square: int
 ) -> np.ndarray:
-    """Frames `(T, size, size, 3)` of one square crossing a dark, slightly noisy background.
+    """Frames `(T, size, size, 3)` of one square, with a fading trail, crossing a dark, slightly noisy background.
 
     The background is drawn from the same faint noise for every clip: a per-clip tint or strong noise would give
     each clip an identity a small model memorises instead of looking at the square.
@@ -76,10 +76,20 @@ def render_clip(
 
     x0, y0 = start(dx), start(dy)
     frames = np.repeat(background[None], num_frames, axis=0)
+    color_value = np.array(COLORS[color])
     for t in range(num_frames):
+        # A faint trail where the square just was: the direction is visible inside one frame pair, as motion blur
+        # makes it in real footage, so a tiny model can read it from the square's own tokens.
+        for lag, strength in ((2, 0.25), (1, 0.5)):
+            tx = int(np.clip(x0 + dx * speed * (t - lag), 0, span))
+            ty = int(np.clip(y0 + dy * speed * (t - lag), 0, span))
+            patch = frames[t, ty : ty + square, tx : tx + square]
+            frames[t, ty : ty + square, tx : tx + square] = (patch * (1 - strength) + color_value * strength).astype(
+                np.uint8
+            )
         x = int(np.clip(x0 + dx * speed * t, 0, span))
         y = int(np.clip(y0 + dy * speed * t, 0, span))
-        frames[t, y : y + square, x : x + square] = COLORS[color]
+        frames[t, y : y + square, x : x + square] = color_value
     return frames
 
 
