@@ -25,14 +25,14 @@ def generation(clip_id: str, attempt: str, answer: str, question: str = "What mo
 
 def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_path):
     sources = {
-        "a": source("a", "red square moving left"),
-        "b": source("b", "blue square moving up"),
-        "c": source("c", "green square moving down"),
+        "a": source("a", "red square moving"),
+        "b": source("b", "blue square moving"),
+        "c": source("c", "green square moving"),
     }
     direct = verify_generations(
         [
-            generation("a", "direct", "It is red and goes left.\nAnswer: red square moving left"),
-            generation("b", "direct", "Answer: blue square moving down"),
+            generation("a", "direct", "It is red and quick.\nAnswer: red square moving"),
+            generation("b", "direct", "Answer: violet square moving"),
             generation("c", "direct", "I cannot tell."),
         ],
         sources,
@@ -40,8 +40,8 @@ def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_
     )
     rationalized = verify_generations(
         [
-            generation("b", "rationalized", "The blue square rises.\nAnswer: blue square moving up"),
-            generation("c", "rationalized", "Answer: yellow square moving down"),
+            generation("b", "rationalized", "The square is blue.\nAnswer: blue square moving"),
+            generation("c", "rationalized", "Answer: yellow square moving"),
         ],
         sources,
         TASK,
@@ -65,9 +65,9 @@ def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_
     # The training prompt is the direct prompt: the hint never reaches the training data.
     user_text = by_id["b"]["messages"][0]["content"][1]["text"]
     assert user_text == TASK.direct_prompt("What moves?")
-    assert by_id["b"]["messages"][1]["content"][0]["text"].endswith("blue square moving up")
+    assert by_id["b"]["messages"][1]["content"][0]["text"].endswith("blue square moving")
     assert by_id["a"]["cycle"] == 2 and by_id["a"]["start"] == 0.5 and by_id["a"]["generator"] == "tiny@0"
-    assert json.loads(by_id["a"]["label"]) == {"label": "red square moving left", "speed": 5.0}
+    assert json.loads(by_id["a"]["label"]) == {"label": "red square moving", "speed": 5.0}
     assert by_id["a"]["verification"]["fields"][0]["reason"] == "match"
     assert sorted(zip(rejected["id"], rejected["rationalized"])) == [("b", False), ("c", False), ("c", True)]
     card = (tmp_path / "README.md").read_text()
@@ -75,8 +75,8 @@ def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_
 
 
 def test_a_hinted_retry_of_a_passing_clip_is_not_duplicated(tmp_path):
-    sources = {"a": source("a", "red square moving left")}
-    answer = "Answer: red square moving left"
+    sources = {"a": source("a", "red square moving")}
+    answer = "Answer: red square moving"
     direct = verify_generations([generation("a", "direct", answer)], sources, TASK)
     rationalized = verify_generations([generation("a", "rationalized", answer)], sources, TASK)
     stats = assemble_cycle(sources, direct, rationalized, TASK, cycle=1, output_dir=tmp_path)

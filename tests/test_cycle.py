@@ -52,8 +52,8 @@ def test_one_cycle_end_to_end(arch, warm_models, shapes_dir, tmp_path):
     assert [h["cycle"] for h in history] == [0, 1]
     entry = history[1]
     assert entry["generated"] == 24
-    # The warm model follows hints: whatever fails directly is rationalized.
-    assert entry["accepted_direct"] + entry["accepted_rationalized"] > 12
+    # Both ways into the data are exercised: direct passes and hinted retries of failures that then pass.
+    assert entry["accepted_direct"] > 0 and entry["accepted_rationalized"] > 0
     assert entry["yield"] == pytest.approx((entry["accepted_direct"] + entry["accepted_rationalized"]) / 24)
     assert 0 <= entry["heldout_accuracy"] <= 1 and entry["train_steps"] > 0
 

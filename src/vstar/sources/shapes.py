@@ -1,9 +1,14 @@
-"""The embedded default data set: synthetic clips of a coloured square moving in one direction.
+"""The embedded default data set: synthetic clips of a coloured square moving across a dark background.
 
 Each clip is a real H.264 mp4 (64 x 64, 8 frames at 8 fps) written with PyAV, deterministic by seed. The class
-label names the colour and the direction ("red square moving left", 16 classes) and `speed` (pixels per
-frame) is a second, numeric label. A tiny VLM can learn the class from 2 x 2 merged video tokens per frame
-pair; the shape itself is not learnable at that resolution, so it does not vary.
+label names the colour (12 hues, each clip jittered in hue, saturation and brightness) and the motion ("teal square
+moving"); `direction` (left/right/up/down) and `speed` (pixels per frame, a numeric, score-like label) are further
+columns. The square leaves a faint trail, as motion blur does in real footage.
+
+A tiny VLM sees 2 x 2 merged video tokens per frame pair. Measured on the demo's 0.65M-parameter model: colour is
+read from the video within a few hundred steps, while the direction of motion stays at chance even after 1,500
+full-finetuning steps (linear probes on the vision features find it, the two-layer language model does not read it
+out), so the class is the colour and direction is kept as a column rather than as part of the label.
 
 ```bash
 vstar build shapes --output data/shapes
@@ -12,6 +17,7 @@ vstar build shapes --output data/shapes
 
 from __future__ import annotations
 
+import colorsys
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +31,37 @@ from vstar.video import encode_video
 
 logger = logging.getLogger(__name__)
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 40, 40),
-    "green": (40, 210, 60),
-    "blue": (50, 90, 240),
-    "yellow": (235, 220, 40),
+# Twelve hues 30 degrees apart. Each clip jitters hue, saturation and brightness, so neighbouring classes come
+# close: telling them apart takes more than a handful of examples per class, which is where the loop's extra,
+# verified data pays off (a tiny model learns pure, well separated colours from a few examples).
+COLORS: dict[str, float] = {
+    "red": 0.0,
+    "orange": 30.0,
+    "yellow": 60.0,
+    "lime": 90.0,
+    "green": 120.0,
+    "teal": 150.0,
+    "cyan": 180.0,
+    "azure": 210.0,
+    "blue": 240.0,
+    "violet": 270.0,
+    "magenta": 300.0,
+    "pink": 330.0,
 }
+HUE_JITTER = 13.0
+
+
+def clip_color(rng: np.random.Generator, color: str) -> tuple[int, int, int]:
+    """An RGB colour of class `color`: its hue within +-HUE_JITTER degrees, random saturation and brightness."""
+    hue = (COLORS[color] + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 360.0
+    red, green, blue = colorsys.hsv_to_rgb(hue / 360.0, rng.uniform(0.55, 1.0), rng.uniform(0.6, 0.95))
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 SHAPE = "square"
 SPEEDS = (3, 4, 5)
-CLASSES = [f"{color} {SHAPE} moving {direction}" for color in COLORS for direction in DIRECTIONS]
+CLASSES = [f"{color} {SHAPE} moving" for color in COLORS]
 
 
 @dataclass
@@ -48,7 +75,7 @@ class ShapesConfig:
     size: int = field(default=64, metadata={"help": "Frame width and height in pixels."})
     num_frames: int = field(default=8, metadata={"help": "Frames per clip."})
     fps: float = field(default=8.0, metadata={"help": "Frame rate of the clips."})
-    square_size: int = field(default=24, metadata={"help": "Side of the square in pixels."})
+    square_size: int = field(default=20, metadata={"help": "Side of the square in pixels."})
     seed: int = field(default=0, metadata={"help": "Seed; the same seed gives byte-identical clips."})
 
 
@@ -76,7 +103,7 @@ def render_clip(
 
     x0, y0 = start(dx), start(dy)
     frames = np.repeat(background[None], num_frames, axis=0)
-    color_value = np.array(COLORS[color])
+    color_value = np.array(clip_color(rng, color))
     for t in range(num_frames):
         # A faint trail where the square just was: the direction is visible inside one frame pair, as motion blur
         # makes it in real footage, so a tiny model can read it from the square's own tokens.
@@ -97,8 +124,9 @@ def _rows(split: str, count: int, config: ShapesConfig, seed_offset: int):
     rng = np.random.default_rng([config.seed, seed_offset])
     for i in range(count):
         class_id = int(rng.integers(len(CLASSES)))
-        color, _, _, direction = CLASSES[class_id].split(" ")
+        color = CLASSES[class_id].split(" ")[0]
         speed = int(rng.choice(SPEEDS))
+        direction = str(rng.choice(list(DIRECTIONS)))
         frames = render_clip(rng, color, direction, speed, config.size, config.num_frames, config.square_size)
         clip_id = f"shapes-{split}-{i:05d}"
         yield {
@@ -144,9 +172,10 @@ def build_shapes(config: ShapesConfig | None = None, **overrides) -> Path:
         card={
             "pretty_name": "vstar shapes",
             "description": (
-                "Synthetic H.264 clips of a coloured square moving left, right, up or down over a dark noisy "
-                f"background ({config.size}x{config.size}, {config.num_frames} frames at {config.fps:g} fps). "
-                "`label` names colour and direction; `speed` is the displacement in pixels per frame."
+                "Synthetic H.264 clips of a coloured square (12 jittered hues) moving left, right, up or down over a "
+                f"dark, slightly noisy background ({config.size}x{config.size}, {config.num_frames} frames at "
+                f"{config.fps:g} fps). `label` names the colour; `direction` the motion; `speed` is the displacement "
+                "in pixels per frame."
             ),
             "license": "cc0-1.0",
             "task": "shapes",

@@ -1,6 +1,6 @@
-"""The demo's task: name the colour and direction of the moving square (and optionally its speed).
+"""The demo's task: name the colour of the moving square (and optionally its speed).
 
-Built on the same verifiers as the real tasks: the class label is verified categorically against the 16-class
+Built on the same verifiers as the real tasks: the class label is verified categorically against the 12-class
 vocabulary, the speed numerically.
 """
 
@@ -9,19 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vstar.sources.shapes import CLASSES, SPEEDS
 from vstar.tasks.base import TASKS, Task, read_prompt
 from vstar.verify.base import Verdict
 from vstar.verify.categorical import CategoricalVerifier
 from vstar.verify.numeric import NumericVerifier
 
-COLORS = ("red", "green", "blue", "yellow")
-DIRECTIONS = ("left", "right", "up", "down")
-CLASSES = [f"{color} square moving {direction}" for color in COLORS for direction in DIRECTIONS]
-
 
 @TASKS.register("shapes")
 class ShapesTask(Task):
-    """Colour and direction of a moving square.
+    """Colour of a moving square (the class), and optionally its speed.
 
     Args:
         fields: the label fields that are verified: `label` (class) and/or `speed` (pixels per frame).
@@ -80,8 +77,8 @@ class ShapesTask(Task):
 
     def reference_answer(self, label: Mapping[str, Any]) -> str:
         """A correct step-by-step answer written from the label (the seed set's human-written rationale)."""
-        color, _, _, direction = str(label["label"]).split(" ")
-        lines = [f"The square is {color}.", f"It moves {direction}."]
+        color = str(label["label"]).split(" ")[0]
+        lines = ["A square moves across the frame.", f"Its colour is {color}."]
         if "speed" in self.fields:
             lines.append(f"It moves {label['speed']:g} pixels per frame.")
         conclusion = self.label_text(label)
@@ -94,7 +91,7 @@ def tokenizer_corpus() -> list[str]:
     texts = [read_prompt("direct"), read_prompt("rationalization"), task.prompts.answer_format]
     texts += [q for q in task.questions]
     for name in CLASSES:
-        for speed in (4, 5, 6):
+        for speed in SPEEDS:
             label = {"label": name, "speed": float(speed)}
             texts += [task.reference_answer(label), task.label_text(label), name]
     return texts * 3
