@@ -24,4 +24,4 @@ def test_generate_then_verify(warm_models, shapes_dir, tmp_path, capsys):
     assert summary["passed"] + sum(summary["failed_by_reason"].values()) == 6
     rows = pq.read_table(tmp_path / "v.parquet").to_pylist()
     assert len(rows) == 6 and sum(r["verification"]["passed"] for r in rows) == summary["passed"]
-    assert all(json.loads(r["label"])["label"].endswith(("left", "right", "up", "down")) for r in rows)
+    assert all(json.loads(r["label"])["label"].endswith("square moving") for r in rows)

@@ -73,14 +73,18 @@ def write_instruction_card(
 ) -> Path:
     """The README.md of a cycle's instruction dataset directory (configs `default` and `rejected`)."""
     from vstar.assemble import instruction_configs
+    from vstar.io import dataset_info_yaml
+    from vstar.schema import INSTRUCTION_FEATURES
 
     dataset_dir = Path(dataset_dir)
+    counts = {"default": {"train": stats["accepted"]}, "rejected": {"train": stats["rejected"]}}
     metadata = {
         "pretty_name": f"Video-STaR cycle {stats['cycle']} instruction data",
         "license": "other",
         "task_categories": ["video-text-to-text"],
         "tags": ["video", "vstar", "video-star", f"cycle-{stats['cycle']}"],
         "configs": instruction_configs(),
+        "dataset_info": dataset_info_yaml(dataset_dir, INSTRUCTION_FEATURES, counts),
     }
     reasons = [{"reason": k, "count": v} for k, v in stats.get("rejected_by_reason", {}).items()]
     return write_card(

@@ -128,7 +128,7 @@ def cmd_eval(argv: list[str]) -> None:
 def cmd_demo(argv: list[str]) -> None:
     from vstar.demo import main
 
-    main(argv)
+    main(_hub_flags(argv))
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,8 @@ def config_dict(*configs: Any) -> dict[str, Any]:
                 value = str(value)
             if isinstance(value, enum.Enum):
                 value = value.value
+            if is_dataclass(value) and not isinstance(value, type):
+                value = asdict(value)
             try:
                 json.dumps(value)
             except TypeError:

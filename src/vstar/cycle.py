@@ -265,12 +265,16 @@ class CycleRunner:
             token=self.train_config.hub_token, private=self.config.hub_private, embed_videos=self.config.embed_videos
         )
 
+    def push_stage(self, cycle: int) -> str:
+        """The state key of a cycle's push to the configured repos (another pair of repos is another push)."""
+        return f"cycle-{cycle}/push:{self.config.dataset_repo}:{self.config.model_repo}"
+
     def publish(self, cycle: int, entry: dict[str, Any], history: list[dict[str, Any]]) -> None:
         """Push cycle k's dataset and adapter (with the run's state, for `resume_from_hub`), then tag them."""
         from vstar.hub import cycle_tag, push_cycle
 
         dataset_repo, model_repo = self.config.dataset_repo, self.config.model_repo
-        stage = f"cycle-{cycle}/push"
+        stage = self.push_stage(cycle)
         if not (dataset_repo and model_repo) or self.state.done(stage):
             return
         cycle_dir = self.run_dir / f"cycle-{cycle}"
@@ -322,7 +326,7 @@ class CycleRunner:
             logger.info("%s has no cycle tag yet: starting from cycle 1.", repo)
             return 0
         latest = cycles[-1]
-        if self.state.done(f"cycle-{latest}/push"):
+        if self.state.done(self.push_stage(latest)):
             return latest
         model_dir = self.run_dir / f"cycle-{latest}" / "model"
         publisher.download_model(repo, cycle_tag(latest), model_dir)
@@ -331,6 +335,10 @@ class CycleRunner:
             if remote.exists():
                 shutil.copyfile(remote, self.run_dir / name)
         self.state = RunState(self.run_dir / "state.json")
+        for cycle in cycles:
+            # Those versions are on the Hub already; their local data and models need not exist here.
+            if not self.state.done(self.push_stage(cycle)):
+                self.state.mark(self.push_stage(cycle), {"restored_from": f"{repo}@{cycle_tag(cycle)}"})
         logger.info("Resumed from %s@%s.", repo, cycle_tag(latest))
         return latest
 
@@ -403,14 +411,15 @@ class CycleRunner:
                 "control_heldout_accuracy": control and control["accuracy"],
             }
             history = self._record(entry)
-            write_model_card(
-                self.run_dir / f"cycle-{cycle}" / "model",
-                entry=entry,
-                history=history,
-                cycle_config=self.config,
-                train_config=self.train_config,
-                dataset_dir=dataset_dir,
-            )
+            if (self.run_dir / f"cycle-{cycle}" / "model").exists():
+                write_model_card(
+                    self.run_dir / f"cycle-{cycle}" / "model",
+                    entry=entry,
+                    history=history,
+                    cycle_config=self.config,
+                    train_config=self.train_config,
+                    dataset_dir=dataset_dir,
+                )
             self.publish(cycle, entry, history)
             if self._stop_early(history):
                 logger.info("Held-out accuracy plateaued; stopping after cycle %d.", cycle)

@@ -54,6 +54,9 @@ class DemoConfig:
     num_test: int = field(default=200, metadata={"help": "Held-out test clips."})
     num_cycles: int | None = field(default=None, metadata={"help": "Override the recipe's number of cycles."})
     seed: int = field(default=0, metadata={"help": "Seed of the data, the model and training."})
+    hub_repo: str | None = field(
+        default=None, metadata={"help": "Push every cycle to ORG/NAME (dataset and model repos); `--push-to-hub`."}
+    )
 
 
 def recipe_path(name: str) -> Path:
@@ -172,6 +175,8 @@ def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFT
     cycle_config.control_dataset = str(out / "seed")
     if demo.num_cycles is not None:
         cycle_config.num_cycles = demo.num_cycles
+    if demo.hub_repo:
+        cycle_config.hub_repo = demo.hub_repo
     train_config.model_name_or_path = str(out / "warm-start")
     history = CycleRunner(cycle_config, train_config).run()
     print_table(history)
@@ -180,7 +185,7 @@ def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFT
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    (demo,) = parse_configs((DemoConfig,), [a for a in (argv or []) if True])
+    (demo,) = parse_configs((DemoConfig,), list(argv or []))
     recipe = Path(demo.recipe) if demo.recipe else recipe_path(DEMO_RECIPE)
     cycle_config, train_config = parse_configs((CycleConfig, VStarSFTConfig), ["--config", str(recipe)])
     return run_demo(demo, cycle_config, train_config)

@@ -27,13 +27,15 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 def _is_transient(error: BaseException) -> bool:
-    import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(error, HfHubHTTPError):
         response = getattr(error, "response", None)
         return response is not None and response.status_code in RETRY_STATUS
-    return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
+    # Connection drops and timeouts of whichever HTTP client huggingface_hub uses (httpx or httpx2).
+    return isinstance(error, (ConnectionError, TimeoutError)) or any(
+        cls.__name__ == "TransportError" for cls in type(error).__mro__
+    )
 
 
 def with_retries(call: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.5) -> T:

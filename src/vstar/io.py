@@ -133,3 +133,25 @@ def dataset_splits(directory: str | Path, config: str = "default") -> list[str]:
     """The splits a vstar dataset directory holds for `config`, from its Parquet file names."""
     prefix = "data" if config == "default" else config
     return sorted({p.name.split("-")[0] for p in (Path(directory) / prefix).glob("*.parquet")})
+
+
+def dataset_info_yaml(directory: str | Path, features: Features, counts: Mapping[str, Mapping[str, int]]) -> Any:
+    """The card's `dataset_info` for `{config: {split: rows}}`: features and split sizes.
+
+    `load_dataset(dir)` keys its cache on the folder name and this metadata, so two directories with the same
+    name but different rows (every cycle's `dataset/`) do not share a cache entry.
+    """
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    directory = Path(directory)
+    infos = {}
+    for config, splits in counts.items():
+        sizes = {s: (directory / split_file(s, config)).stat().st_size for s, n in splits.items() if n}
+        split_dict = SplitDict({s: SplitInfo(s, num_bytes=sizes[s], num_examples=splits[s]) for s in sizes})
+        total = sum(sizes.values())
+        infos[config] = DatasetInfo(features=features, splits=split_dict, download_size=total, dataset_size=total)
+    card_data = DatasetCardData()
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+    return card_data.to_dict()["dataset_info"]

@@ -50,7 +50,7 @@ def push_run(run_dir: str | Path, push: PushConfig) -> list[dict]:
         if cycle == 0 or not (run_dir / f"cycle-{cycle}" / "model").exists():
             continue
         runner.publish(cycle, entry, history)
-        pushed.append({"cycle": cycle, **runner.state.result(f"cycle-{cycle}/push")})
+        pushed.append({"cycle": cycle, **runner.state.result(runner.push_stage(cycle))})
     if not pushed:
         raise ValueError(f"{run_dir} has no finished cycle to push.")
     return pushed

@@ -25,7 +25,7 @@ from datasets import ClassLabel, Features
 from tqdm.auto import tqdm
 
 from vstar.cards import markdown_table, write_card
-from vstar.io import ParquetRowWriter, configs_yaml, split_file
+from vstar.io import ParquetRowWriter, configs_yaml, dataset_info_yaml, split_file
 from vstar.registry import Registry
 from vstar.sources.probe import EMPTY, MISSING, VideoProbe, parallel_map, probe_video
 
@@ -274,22 +274,6 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
-def _dataset_info(output: Path, features: Features, counts: Mapping[str, int]) -> dict[str, Any]:
-    """The card's `dataset_info`: features and split sizes. `load_dataset(dir)` keys its cache on the folder name
-    and this metadata, so two builds with the same folder name but different rows do not share a cache entry."""
-    from datasets import DatasetInfo, SplitDict, SplitInfo
-    from datasets.info import DatasetInfosDict
-    from huggingface_hub import DatasetCardData
-
-    sizes = {s: (output / split_file(s)).stat().st_size for s, n in counts.items() if n}
-    splits = SplitDict({s: SplitInfo(s, num_bytes=sizes[s], num_examples=counts[s]) for s in sizes})
-    total = sum(sizes.values())
-    info = DatasetInfo(features=features, splits=splits, download_size=total, dataset_size=total)
-    card_data = DatasetCardData()
-    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
-    return card_data.to_dict()["dataset_info"]
-
-
 def _write_source_card(output, features, counts, class_counts, hours, card, report) -> None:
     metadata = {
         "pretty_name": card.get("pretty_name", output.name),
@@ -297,7 +281,7 @@ def _write_source_card(output, features, counts, class_counts, hours, card, repo
         "task_categories": ["video-text-to-text"],
         "tags": ["video", "vstar", "video-star"],
         "configs": configs_yaml({"default": [split for split, count in counts.items() if count]}),
-        "dataset_info": _dataset_info(output, features, counts),
+        "dataset_info": dataset_info_yaml(output, features, {"default": counts}),
     }
     label_feature = features.get("label")
     class_table = None
