@@ -194,3 +194,17 @@ def test_build_with_push_to_hub(hub_env, tmp_path):
     remote = load_dataset("vstar-org/built", split="train")
     assert remote["id"] == load_split(tmp_path / "s", "train")["id"]
     assert hub_env.api.repo_info("vstar-org/built", repo_type="dataset").private
+
+
+def test_merged_weights_behind_a_flag(hub_env, two_cycle_run):
+    from transformers import AutoModelForImageTextToText
+
+    push_run(
+        two_cycle_run,
+        PushConfig(dataset_repo="vstar-org/merged-data", model_repo="vstar-org/merged", push_merged=True),
+    )
+    merged = AutoModelForImageTextToText.from_pretrained("vstar-org/merged-merged", revision="cycle-2")
+    assert merged.config.model_type == "qwen2_5_vl"
+    adapter_files = hub_env.api.list_repo_files("vstar-org/merged", revision="cycle-2")
+    assert "adapter_config.json" in adapter_files and not any(f.startswith("merged/") for f in adapter_files)
+    assert {t.name for t in hub_env.api.list_repo_refs("vstar-org/merged-merged").tags} == {"cycle-1", "cycle-2"}

@@ -60,6 +60,10 @@ class CycleConfig:
     embed_videos: bool = field(
         default=True, metadata={"help": "Embed video bytes in pushed datasets (else only the paths are pushed)."}
     )
+    push_merged: bool = field(
+        default=False,
+        metadata={"help": "Also push the adapter merged into the base weights, to `<model repo>-merged`."},
+    )
     resume_from_hub: bool = field(
         default=False, metadata={"help": "Continue a run whose latest cycle lives on the Hub (hub_model_repo)."}
     )

@@ -39,7 +39,7 @@ from vstar.generate.base import GenerationBackend, GenerationRequest, get_backen
 from vstar.io import load_split
 from vstar.plots import plot_cycles
 from vstar.tasks.base import Task, draw_questions, get_task
-from vstar.train.sft import VStarSFTConfig, train
+from vstar.train.sft import VStarSFTConfig, merge_adapter, train
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,9 @@ class CycleRunner:
                 dataset_revision=dataset_sha,
             )
 
+        merged = cycle_dir / "model" / "merged"
+        if self.config.push_merged and self.train_config.finetuning == "lora" and not merged.exists():
+            merge_adapter(self.train_config.model_name_or_path, cycle_dir / "model", merged)
         self.state.mark(stage, push_cycle(self._publisher(), self.run_dir, cycle, dataset_repo, model_repo, card_for))
 
     def restore_from_hub(self) -> int:

@@ -144,7 +144,7 @@ class HubPublisher:
                 repo_id=repo_id,
                 repo_type="model",
                 commit_message=message or "Upload model",
-                ignore_patterns=["checkpoint-*", "*.partial", "train_summary.json.tmp"],
+                ignore_patterns=["checkpoint-*", "*.partial", "merged/*"],
             ),
             f"upload model to {repo_id}",
         )
@@ -173,6 +173,11 @@ class HubPublisher:
             f"download {repo_id}@{revision}",
         )
         return Path(path)
+
+
+def merged_repo(model_repo: str) -> str:
+    """Where the merged weights of `model_repo`'s adapters go."""
+    return f"{model_repo}-merged"
 
 
 def cycle_tag(cycle: int) -> str:
@@ -207,9 +212,21 @@ def push_cycle(
     )
     if card_writer is not None:
         card_writer(dataset_repo, dataset_sha)
-    model_sha = publisher.push_model_dir(run_dir / tag / "model", model_repo, message=f"Video-STaR {tag} model")
-    # Tags only once both pushes succeeded: a half-pushed version carries no tag.
+    model_dir = run_dir / tag / "model"
+    model_sha = publisher.push_model_dir(model_dir, model_repo, message=f"Video-STaR {tag} model")
+    merged_sha = None
+    if (model_dir / "merged").is_dir():
+        # A repo of its own: transformers would take a root `adapter_config.json` for the model to load.
+        merged_sha = publisher.push_model_dir(
+            model_dir / "merged", merged_repo(model_repo), message=f"Video-STaR {tag} merged"
+        )
+    # Tags only once every push succeeded: a half-pushed version carries no tag.
     publisher.tag(dataset_repo, "dataset", tag, dataset_sha)
     publisher.tag(model_repo, "model", tag, model_sha)
+    if merged_sha:
+        publisher.tag(merged_repo(model_repo), "model", tag, merged_sha)
     logger.info("Pushed %s: %s@%s, %s@%s", tag, dataset_repo, dataset_sha[:8], model_repo, model_sha[:8])
-    return {"dataset_commit": dataset_sha, "model_commit": model_sha}
+    result = {"dataset_commit": dataset_sha, "model_commit": model_sha}
+    if merged_sha:
+        result["merged_commit"] = merged_sha
+    return result

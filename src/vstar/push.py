@@ -26,6 +26,7 @@ class PushConfig:
     hub_private: bool = field(default=False, metadata={"help": "Create the repos as private."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN / stored login)."})
     embed_videos: bool = field(default=True, metadata={"help": "Embed video bytes in the pushed datasets."})
+    push_merged: bool = field(default=False, metadata={"help": "Also push merged weights to MODEL_REPO-merged."})
 
 
 def push_run(run_dir: str | Path, push: PushConfig) -> list[dict]:
@@ -41,6 +42,7 @@ def push_run(run_dir: str | Path, push: PushConfig) -> list[dict]:
     cycle_config.run_dir = str(run_dir)
     cycle_config.hub_dataset_repo, cycle_config.hub_model_repo = push.dataset_repo, push.model_repo
     cycle_config.hub_private, cycle_config.embed_videos = push.hub_private, push.embed_videos
+    cycle_config.push_merged = push.push_merged
     train_config.hub_token = push.hub_token
     runner = CycleRunner(cycle_config, train_config)
     history = runner.history()

@@ -167,3 +167,15 @@ def trainable_modules(model) -> list[str]:
         if p.requires_grad
     }
     return sorted(names)
+
+
+def merge_adapter(base_model: str, adapter_dir: str | Path, output_dir: str | Path) -> Path:
+    """Write the base model with the adapter merged into its weights (plus the processor) to `output_dir`."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    output_dir = Path(output_dir)
+    base = AutoModelForImageTextToText.from_pretrained(base_model)
+    PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(output_dir)
+    AutoProcessor.from_pretrained(str(adapter_dir)).save_pretrained(output_dir)
+    return output_dir
