@@ -66,6 +66,26 @@ def training_config(**overrides):
     return VStarSFTConfig(**values)
 
 
+def small_cycle_config(run_dir: Path, shapes_dir: Path, **overrides):
+    """A one-cycle loop over 24 training clips of the small shapes set, evaluated on 8 test clips."""
+    from vstar.configs import CycleConfig
+
+    values = {
+        "source_dataset": str(shapes_dir),
+        "source_offset": SEED_CLIPS,
+        "source_limit": 24,
+        "eval_limit": 8,
+        "task": "shapes",
+        "run_dir": str(run_dir),
+        "num_cycles": 1,
+        "cycle_init": "previous",
+        "generation_batch_size": 8,
+        "max_new_tokens": 24,
+    }
+    values.update(overrides)
+    return CycleConfig(**values)
+
+
 @pytest.fixture(scope="session")
 def warm_models(tiny_model_dirs, shapes_dir, tmp_path_factory) -> dict[str, Path]:
     """Each tiny model after a short full finetune on seed clips, so it follows the answer template and hints."""

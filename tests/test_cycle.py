@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SEED_CLIPS, training_config
+from conftest import SEED_CLIPS, small_cycle_config, training_config
 
 from vstar.configs import CycleConfig
 from vstar.cycle import CycleRunner
@@ -18,20 +18,7 @@ from vstar.train.sft import VStarSFTConfig
 
 
 def cycle_configs(run_dir: Path, shapes_dir: Path, model: Path, **overrides) -> tuple[CycleConfig, VStarSFTConfig]:
-    cycle = CycleConfig(
-        source_dataset=str(shapes_dir),
-        source_offset=SEED_CLIPS,
-        source_limit=24,
-        eval_limit=8,
-        task="shapes",
-        run_dir=str(run_dir),
-        num_cycles=1,
-        cycle_init="previous",
-        generation_batch_size=8,
-        max_new_tokens=24,
-        generation_chunk_size=8,
-        **overrides,
-    )
+    cycle = small_cycle_config(run_dir, shapes_dir, generation_chunk_size=8, **overrides)
     return cycle, training_config(model_name_or_path=str(model), output_dir=str(run_dir / "train"))
 
 

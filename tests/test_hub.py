@@ -7,9 +7,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SEED_CLIPS, training_config
+from conftest import small_cycle_config, training_config
 
-from vstar.configs import CycleConfig
 from vstar.cycle import CycleRunner
 from vstar.hub import HubPublisher
 from vstar.io import load_split
@@ -19,18 +18,7 @@ from vstar.push import PushConfig, push_run
 @pytest.fixture(scope="module")
 def two_cycle_run(warm_models, shapes_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    config = CycleConfig(
-        source_dataset=str(shapes_dir),
-        source_offset=SEED_CLIPS,
-        source_limit=16,
-        eval_limit=8,
-        task="shapes",
-        run_dir=str(run_dir),
-        num_cycles=2,
-        cycle_init="previous",
-        generation_batch_size=8,
-        max_new_tokens=24,
-    )
+    config = small_cycle_config(run_dir, shapes_dir, source_limit=16, num_cycles=2)
     train = training_config(model_name_or_path=str(warm_models["qwen2_5_vl"]), output_dir=str(run_dir / "train"))
     CycleRunner(config, train).run()
     return run_dir
@@ -157,17 +145,11 @@ def test_the_token_never_reaches_files(hub_env, two_cycle_run):
 
 def test_resume_from_hub(hub_env, two_cycle_run, warm_models, shapes_dir, tmp_path):
     push_run(two_cycle_run, PushConfig(dataset_repo="vstar-org/resume-data", model_repo="vstar-org/resume"))
-    config = CycleConfig(
-        source_dataset=str(shapes_dir),
-        source_offset=SEED_CLIPS,
+    config = small_cycle_config(
+        tmp_path / "elsewhere",
+        shapes_dir,
         source_limit=16,
-        eval_limit=8,
-        task="shapes",
-        run_dir=str(tmp_path / "elsewhere"),
         num_cycles=3,
-        cycle_init="previous",
-        generation_batch_size=8,
-        max_new_tokens=24,
         hub_repo="vstar-org/resume",
         hub_dataset_repo="vstar-org/resume-data",
         resume_from_hub=True,
