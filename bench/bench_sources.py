@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from results import record
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results.json"
 DISTINCT_CLIPS = 24
 
 
@@ -160,10 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "probe_2proc_vs_1proc": round(rate_2 / rate_1, 2),
         "build_peak_mem_ratio_10k_vs_1k": round(ratio, 3),
     }
-    existing = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
-    existing.update(numbers)
-    RESULTS.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return numbers
+    return record(numbers)
 
 
 if __name__ == "__main__":

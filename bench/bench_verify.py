@@ -11,7 +11,6 @@ Run: `PYTHONPATH=src python bench/bench_verify.py [--seconds 3.0]`; the numbers 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import time
@@ -19,11 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rapidfuzz import fuzz, process
+from results import record
 
 from vstar.tasks import get_task
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results.json"
 K700 = HERE.parents[1] / "shared" / "data" / "kinetics" / "k700_labels.txt"
 
 REASONING = [
@@ -178,10 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(f"ratio vs naive: {ar_rate / naive_rate:.1f}x")
     print(f"action_quality: {aq_rate:,.0f} verifications/s")
 
-    existing = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
-    existing.update(results)
-    RESULTS.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return results
+    return record(results)
 
 
 if __name__ == "__main__":
