@@ -36,7 +36,7 @@ from vstar.cards import write_instruction_card, write_model_card
 from vstar.configs import CycleConfig, save_config
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import GenerationBackend, GenerationRequest, get_backend, read_generations, run_generation
-from vstar.io import load_split
+from vstar.io import load_split, rows_with_class_names
 from vstar.plots import plot_cycles
 from vstar.tasks.base import Task, draw_questions, get_task
 from vstar.train.sft import VStarSFTConfig, merge_adapter, train
@@ -102,19 +102,6 @@ class CycleRunner:
     def _load_split(self, split: str):
         return load_split(self.config.source_dataset, split, revision=self.config.source_revision)
 
-    def _label_names(self, dataset) -> dict[str, list[str]]:
-        from datasets import ClassLabel
-
-        return {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
-
-    def _decode_labels(self, rows: list[dict[str, Any]], names: dict[str, list[str]]) -> list[dict[str, Any]]:
-        # Class indices become class names: the task verifies text, and the vocabulary travels with the names.
-        for row in rows:
-            for column, vocabulary in names.items():
-                if isinstance(row.get(column), int):
-                    row[column] = vocabulary[row[column]]
-        return rows
-
     @property
     def sources(self) -> dict[str, dict[str, Any]]:
         if self._sources is None:
@@ -125,7 +112,7 @@ class CycleRunner:
                 else self.config.source_offset + self.config.source_limit
             )
             dataset = dataset.select(range(self.config.source_offset, min(end, len(dataset))))
-            rows = self._decode_labels(dataset.to_list(), self._label_names(dataset))
+            rows = rows_with_class_names(dataset)
             self._sources = {r["id"]: r for r in rows}
         return self._sources
 
@@ -138,7 +125,7 @@ class CycleRunner:
                 dataset = self._load_split(self.config.eval_split)
                 if self.config.eval_limit is not None:
                     dataset = dataset.select(range(min(self.config.eval_limit, len(dataset))))
-                self._eval_rows = self._decode_labels(dataset.to_list(), self._label_names(dataset))
+                self._eval_rows = rows_with_class_names(dataset)
         return self._eval_rows
 
     # -- models -------------------------------------------------------------------------------------------

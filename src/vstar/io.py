@@ -155,3 +155,19 @@ def dataset_info_yaml(directory: str | Path, features: Features, counts: Mapping
     card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
     return card_data.to_dict()["dataset_info"]
+
+
+def rows_with_class_names(dataset) -> list[dict[str, Any]]:
+    """The rows of a `datasets.Dataset` as dicts, `ClassLabel` indices replaced by their class names.
+
+    Tasks verify text, so the loop, `vstar eval` and the stage commands all read labels by name.
+    """
+    from datasets import ClassLabel
+
+    names = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
+    rows = dataset.to_list()
+    for row in rows:
+        for column, vocabulary in names.items():
+            if isinstance(row.get(column), int):
+                row[column] = vocabulary[row[column]]
+    return rows

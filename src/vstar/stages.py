@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Features, Value
+from datasets import Features, Value
 
 from vstar.configs import parse_configs
 from vstar.generate.base import GenerationRequest, GenerationSettings, get_backend, read_generations, run_generation
-from vstar.io import load_split, write_parquet
+from vstar.io import load_split, rows_with_class_names, write_parquet
 from vstar.schema import GENERATION_FEATURES, VERIFICATION
 from vstar.tasks.base import Task, draw_questions, get_task
 
@@ -46,9 +46,7 @@ class StageData:
         dataset = load_split(self.dataset, self.split, revision=self.dataset_revision)
         if self.limit is not None:
             dataset = dataset.select(range(min(self.limit, len(dataset))))
-        names = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
-        rows = [{**r, **{k: v[r[k]] for k, v in names.items() if isinstance(r[k], int)}} for r in dataset]
-        return rows, get_task(self.task, **(options or {}))
+        return rows_with_class_names(dataset), get_task(self.task, **(options or {}))
 
 
 @dataclass

@@ -39,10 +39,8 @@ def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from datasets import ClassLabel
-
     from vstar.evaluate.run import evaluate_model
-    from vstar.io import load_split
+    from vstar.io import load_split, rows_with_class_names
     from vstar.tasks.base import get_task
 
     config, settings = parse_configs((EvalConfig, GenerationSettings), argv)
@@ -52,8 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_split(dataset_name, config.split, revision=dataset_revision)
     if config.limit is not None:
         dataset = dataset.select(range(min(config.limit, len(dataset))))
-    vocabularies = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
-    rows = [{**r, **{k: names[r[k]] for k, names in vocabularies.items()}} for r in dataset]
+    rows = rows_with_class_names(dataset)
     adapter, adapter_revision = _split_revision(config.adapter)
     if adapter_revision:
         from huggingface_hub import snapshot_download
