@@ -11,6 +11,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,49 @@ class GenerationSettings:
     video_fps: float | None = field(default=None, metadata={"help": "Sample frames per second instead."})
     chunk_size: int = field(default=256, metadata={"help": "Requests per result file (the unit of resumption)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    decode_workers: int = field(
+        default=2, metadata={"help": "Threads that decode a batch's clips in parallel."}
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vllm: GPUs one model copy is split over (tensor parallelism)."}
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "vllm: share of each GPU's memory the engine may take."}
+    )
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "vllm: longest prompt + answer in tokens (default: the model's)."}
+    )
+    lora_mode: str = field(
+        default="request",
+        metadata={
+            "help": "vllm: how an adapter is applied: `request` (LoRARequest, base weights shared) or `merge` "
+            "(merged into a copy of the weights first, fastest generation)."
+        },
+    )
+    max_lora_rank: int = field(default=64, metadata={"help": "vllm: largest LoRA rank the engine accepts."})
 
 
 class GenerationBackend(ABC):
-    """Turns a batch of requests into answers, in order."""
+    """Turns a batch of requests into answers, in order.
+
+    The work is split in two so the accelerator never waits for the CPU: `prepare` (decoding clips, building
+    model inputs) runs in a background thread for the next batch while `generate_prepared` runs the model on
+    the current one.
+    """
 
     #: model id and revision recorded with every answer, e.g. `Qwen/Qwen2.5-VL-7B-Instruct@main+adapter`
     generator: str = ""
 
+    def prepare(self, requests: Sequence[GenerationRequest]) -> Any:
+        """CPU-side work for a batch (thread-safe); its result goes to `generate_prepared`."""
+        return list(requests)
+
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]: ...
+    def generate_prepared(self, prepared: Any) -> list[str]:
+        """The answers for a prepared batch, in request order."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        return self.generate_prepared(self.prepare(requests))
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -102,6 +136,18 @@ def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[
     ordered = sorted(requests, key=lambda r: len(r.prompt))
     for i in range(0, len(ordered), size):
         yield ordered[i : i + size]
+
+
+def _prefetched(batches: Iterator[list[GenerationRequest]], backend: GenerationBackend, pool: ThreadPoolExecutor):
+    """(batch, prepared) pairs, preparing the next batch in `pool` while the caller works on the current one."""
+    pending: tuple[list[GenerationRequest], Future] | None = None
+    for batch in batches:
+        future = pool.submit(backend.prepare, batch)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+        pending = (batch, future)
+    if pending is not None:
+        yield pending[0], pending[1].result()
 
 
 def run_generation(
@@ -137,12 +183,13 @@ def run_generation(
     logger.info("%s (rank %d): %d to answer, %d already done", name, rank, len(todo), len(mine) - len(todo))
     next_chunk = len(_chunk_files(output_dir, name, rank))
     progress = tqdm(total=len(todo), desc=f"generate {name}", disable=rank != 0)
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstar-prepare")
     for start in range(0, len(todo), settings.chunk_size):
         chunk = todo[start : start + settings.chunk_size]
         path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
         rows = []
-        for batch in _batches(chunk, settings.batch_size):
-            answers = backend.generate(batch)
+        for batch, prepared in _prefetched(_batches(chunk, settings.batch_size), backend, prefetch):
+            answers = backend.generate_prepared(prepared)
             rows += [
                 {
                     "id": r.id,
@@ -158,6 +205,7 @@ def run_generation(
         with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
             writer.write_all(rows)
         next_chunk += 1
+    prefetch.shutdown()
     progress.close()
     return len(todo)
 

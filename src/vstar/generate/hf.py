@@ -44,7 +44,7 @@ class TransformersBackend(GenerationBackend):
         adapter: a LoRA adapter directory (or Hub id) to merge, or `None`.
         settings: the generation settings.
         processor: processor id or directory (defaults to the adapter's, then the model's).
-        decode_workers: threads that decode the next batch's videos while the model generates.
+        decode_workers: threads that decode a batch's clips (default: `settings.decode_workers`).
     """
 
     def __init__(
@@ -53,7 +53,7 @@ class TransformersBackend(GenerationBackend):
         adapter: str | None = None,
         settings: GenerationSettings | None = None,
         processor: str | None = None,
-        decode_workers: int = 2,
+        decode_workers: int | None = None,
     ):
         from transformers import AutoProcessor
 
@@ -62,6 +62,7 @@ class TransformersBackend(GenerationBackend):
         self.processor = AutoProcessor.from_pretrained(processor or model)
         self.processor.tokenizer.padding_side = "left"
         self.generator = model + (f"+{adapter}" if adapter else "")
+        decode_workers = self.settings.decode_workers if decode_workers is None else decode_workers
         self._pool = ThreadPoolExecutor(max_workers=decode_workers) if decode_workers else None
 
     def _clip(self, request: GenerationRequest):
@@ -77,11 +78,13 @@ class TransformersBackend(GenerationBackend):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+    def prepare(self, requests: Sequence[GenerationRequest]):
         clips = list(self._pool.map(self._clip, requests)) if self._pool else [self._clip(r) for r in requests]
-        inputs = video_model_inputs(self.processor, [self._prompt_text(r.prompt) for r in requests], clips)
-        inputs = inputs.to(self.model.device)
+        return video_model_inputs(self.processor, [self._prompt_text(r.prompt) for r in requests], clips)
+
+    @torch.inference_mode()
+    def generate_prepared(self, prepared) -> list[str]:
+        inputs = prepared.to(self.model.device)
         sampling = self.settings.temperature > 0
         if sampling:
             torch.manual_seed(self.settings.seed)
