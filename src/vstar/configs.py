@@ -72,7 +72,15 @@ class CycleConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    generation_chunk_size: int = field(default=256, metadata={"help": "Answers per result file."})
+    generation_chunk_size: int = field(
+        default=256, metadata={"help": "Answers per result file: the unit of resumption and of sharding over ranks."}
+    )
+    generation_decode_workers: int = field(default=2, metadata={"help": "Threads decoding a batch's clips."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs one model copy spans."})
+    vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: share of GPU memory."})
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm: longest prompt + answer."})
+    vllm_lora_mode: str = field(default="request", metadata={"help": "vllm: `request` (LoRARequest) or `merge`."})
+    vllm_max_lora_rank: int = field(default=64, metadata={"help": "vllm: largest LoRA rank served."})
 
     def __post_init__(self):
         if isinstance(self.task_options, str):
@@ -99,6 +107,12 @@ class CycleConfig:
             video_fps=video_fps,
             chunk_size=self.generation_chunk_size,
             seed=seed,
+            decode_workers=self.generation_decode_workers,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            max_model_len=self.vllm_max_model_len,
+            lora_mode=self.vllm_lora_mode,
+            max_lora_rank=self.vllm_max_lora_rank,
         )
 
 

@@ -1,11 +1,13 @@
 """Single stages of the loop as commands: `vstar generate` and `vstar verify`.
 
 `vstar cycle` runs them for you; on their own they let you look at one model's answers and verdicts, or run
-generation on a cluster and verification elsewhere.
+generation on a cluster and verification elsewhere. Under `torchrun` / `accelerate launch` every process answers
+its share of the clips and the main process merges them into `<output_dir>/<attempt>.parquet`.
 
 ```bash
 vstar generate --model runs/demo/warm-start --dataset runs/demo/source --split train --task shapes \
     --output_dir runs/gen --limit 64
+torchrun --nproc_per_node 8 -m vstar.cli generate ...   # same arguments, one share per GPU
 vstar verify --generations runs/gen --dataset runs/demo/source --split train --task shapes --output verified.parquet
 ```
 """
@@ -22,7 +24,15 @@ from typing import Any
 from datasets import Features, Value
 
 from vstar.configs import parse_configs
-from vstar.generate.base import GenerationRequest, GenerationSettings, get_backend, read_generations, run_generation
+from vstar.distributed import is_main_process
+from vstar.generate.base import (
+    GenerationRequest,
+    GenerationSettings,
+    get_backend,
+    merge_generations,
+    read_generations,
+    run_generation,
+)
 from vstar.io import load_split, rows_with_class_names, write_parquet
 from vstar.schema import GENERATION_FEATURES, VERIFICATION
 from vstar.tasks.base import Task, draw_questions, get_task
@@ -86,7 +96,11 @@ def generate_main(argv: list[str] | None = None) -> int:
             )
         )
     backend = get_backend(settings, config.model, config.adapter)
-    return run_generation(requests, backend, Path(config.output_dir), config.attempt, settings)
+    answered = run_generation(requests, backend, Path(config.output_dir), config.attempt, settings)
+    if is_main_process():
+        merged = merge_generations(config.output_dir, config.attempt)
+        logger.info("%d answers in %s", len(requests), merged)
+    return answered
 
 
 def verify_main(argv: list[str] | None = None) -> dict[str, Any]:

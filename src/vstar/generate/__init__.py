@@ -1,6 +1,6 @@
 """Generation backends behind one interface; importing this package registers the built-in ones."""
 
-from vstar.generate import hf  # noqa: F401  (registers the transformers backend)
+from vstar.generate import hf, vllm  # noqa: F401  (register the backends; vLLM itself is imported only when used)
 from vstar.generate.base import (
     BACKENDS,
     GenerationBackend,

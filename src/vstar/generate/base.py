@@ -1,17 +1,21 @@
 """The generation stage: answer prompts about clips with a backend, writing results incrementally.
 
-Results go to Parquet chunk files (`<name>-rank<r>-<chunk>.parquet`), each written whole and renamed into place,
+Results go to Parquet chunk files (`<name>-rank<r>-<n>.parquet`), each written whole and renamed into place,
 so a run killed at any point keeps every finished chunk and a re-run skips the requests already answered.
-Under `torchrun`/`accelerate launch` each rank takes every `world_size`-th request and writes its own files.
+
+The unanswered requests, in id order, are cut into chunks of `chunk_size`; under `torchrun` / `accelerate launch`
+rank r answers chunks r, r + world_size, ... Within a chunk, batches group similar prompt lengths. A chunk's
+batches depend only on the request list and the settings, never on the number of processes or on where an
+earlier run stopped (finished chunks are whole, so the rest splits into the same chunks again): 1 process,
+8 processes and a run resumed with another number of processes give the same answers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from vstar.distributed import init_distributed, wait_for_everyone, world_from_env
 from vstar.io import ParquetRowWriter
 from vstar.registry import Registry
 from vstar.schema import GENERATION_FEATURES
@@ -67,9 +72,7 @@ class GenerationSettings:
     video_fps: float | None = field(default=None, metadata={"help": "Sample frames per second instead."})
     chunk_size: int = field(default=256, metadata={"help": "Requests per result file (the unit of resumption)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    decode_workers: int = field(
-        default=2, metadata={"help": "Threads that decode a batch's clips in parallel."}
-    )
+    decode_workers: int = field(default=2, metadata={"help": "Threads that decode a batch's clips in parallel."})
     tensor_parallel_size: int = field(
         default=1, metadata={"help": "vllm: GPUs one model copy is split over (tensor parallelism)."}
     )
@@ -112,11 +115,6 @@ class GenerationBackend(ABC):
         return self.generate_prepared(self.prepare(requests))
 
 
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world_size) from the launcher's environment (torchrun / accelerate), else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _chunk_files(output_dir: Path, name: str, rank: int | None = None) -> list[Path]:
     pattern = f"{name}-rank{rank:03d}-*.parquet" if rank is not None else f"{name}-rank*-*.parquet"
     return sorted(output_dir.glob(pattern))
@@ -131,6 +129,24 @@ def read_generations(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
     return [unique[k] for k in sorted(unique)]
 
 
+def answered_keys(output_dir: str | Path, name: str) -> set[tuple[str, str]]:
+    """(id, attempt) of every finished answer of a pass (reads only those two columns)."""
+    keys: set[tuple[str, str]] = set()
+    for path in _chunk_files(Path(output_dir), name):
+        table = pq.read_table(str(path), columns=["id", "attempt"])
+        keys.update(zip(table.column("id").to_pylist(), table.column("attempt").to_pylist()))
+    return keys
+
+
+def merge_generations(output_dir: str | Path, name: str) -> Path:
+    """Write every rank's answers of a pass as one file, `<output_dir>/<name>.parquet`, in (id, attempt) order."""
+    path = Path(output_dir) / f"{name}.parquet"
+    rows = read_generations(output_dir, name)
+    with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=max(len(rows), 1)) as writer:
+        writer.write_all(rows)
+    return path
+
+
 def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[GenerationRequest]]:
     # Similar prompt lengths in one batch waste less padding.
     ordered = sorted(requests, key=lambda r: len(r.prompt))
@@ -138,16 +154,18 @@ def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[
         yield ordered[i : i + size]
 
 
-def _prefetched(batches: Iterator[list[GenerationRequest]], backend: GenerationBackend, pool: ThreadPoolExecutor):
-    """(batch, prepared) pairs, preparing the next batch in `pool` while the caller works on the current one."""
-    pending: tuple[list[GenerationRequest], Future] | None = None
-    for batch in batches:
+def _prefetched(
+    batches: Iterator[tuple[int, list[GenerationRequest]]], backend: GenerationBackend, pool: ThreadPoolExecutor
+) -> Iterator[tuple[int, list[GenerationRequest], Any]]:
+    """(chunk, batch, prepared) triples, preparing the next batch in `pool` while the caller runs the current one."""
+    pending = None
+    for chunk, batch in batches:
         future = pool.submit(backend.prepare, batch)
         if pending is not None:
-            yield pending[0], pending[1].result()
-        pending = (batch, future)
+            yield pending[0], pending[1], pending[2].result()
+        pending = (chunk, batch, future)
     if pending is not None:
-        yield pending[0], pending[1].result()
+        yield pending[0], pending[1], pending[2].result()
 
 
 def run_generation(
@@ -167,47 +185,69 @@ def run_generation(
         output_dir: where the chunk files go.
         name: the pass name (`direct`, `rationalized`, `eval`), the prefix of the chunk files.
         settings: batch and chunk sizes.
-        rank, world_size: this process's share; read from the environment when not given.
+        rank, world_size: this process's share; read from the environment when not given, in which case all
+            processes of the launch wait for each other before planning and after answering.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    env_rank, env_world = distributed_rank()
+    env_rank, env_world = world_from_env()
+    # Barriers only when the split comes from the launcher: a caller passing its own rank coordinates itself.
+    launched = rank is None and world_size is None and env_world > 1
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    mine = [r for i, r in enumerate(sorted(requests, key=lambda r: r.key)) if i % world_size == rank]
-    done = {(r["id"], r["attempt"]) for r in read_generations(output_dir, name)}
-    todo = [r for r in mine if r.key not in done]
-    if not todo:
-        logger.info("%s (rank %d): all %d requests already answered", name, rank, len(mine))
+    if launched:
+        init_distributed()
+    done = answered_keys(output_dir, name)
+    if launched:
+        # Every rank must plan from the same finished set, before any rank adds to it.
+        wait_for_everyone()
+    todo = [r for r in sorted(requests, key=lambda r: r.key) if r.key not in done]
+    chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
+    mine = chunks[rank::world_size]
+    count = sum(len(c) for c in mine)
+    if not count:
+        logger.info("%s (rank %d): nothing to answer (%d already done)", name, rank, len(done))
+        if launched:
+            wait_for_everyone()
         return 0
-    logger.info("%s (rank %d): %d to answer, %d already done", name, rank, len(todo), len(mine) - len(todo))
+    logger.info(
+        "%s (rank %d/%d): %d to answer in %d chunks, %d already done",
+        name,
+        rank,
+        world_size,
+        count,
+        len(mine),
+        len(done),
+    )
     next_chunk = len(_chunk_files(output_dir, name, rank))
-    progress = tqdm(total=len(todo), desc=f"generate {name}", disable=rank != 0)
+    progress = tqdm(total=count, desc=f"generate {name}", disable=rank != 0)
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstar-prepare")
-    for start in range(0, len(todo), settings.chunk_size):
-        chunk = todo[start : start + settings.chunk_size]
-        path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
-        rows = []
-        for batch, prepared in _prefetched(_batches(chunk, settings.batch_size), backend, prefetch):
-            answers = backend.generate_prepared(prepared)
-            rows += [
-                {
-                    "id": r.id,
-                    "attempt": r.attempt,
-                    "question": r.question,
-                    "prompt": r.prompt,
-                    "answer": a,
-                    "generator": backend.generator,
-                }
-                for r, a in zip(batch, answers)
-            ]
-            progress.update(len(batch))
-        with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
-            writer.write_all(rows)
-        next_chunk += 1
+    batches = ((i, batch) for i, chunk in enumerate(mine) for batch in _batches(chunk, settings.batch_size))
+    rows: list[dict[str, Any]] = []
+    for chunk, batch, prepared in _prefetched(batches, backend, prefetch):
+        answers = backend.generate_prepared(prepared)
+        rows += [
+            {
+                "id": r.id,
+                "attempt": r.attempt,
+                "question": r.question,
+                "prompt": r.prompt,
+                "answer": a,
+                "generator": backend.generator,
+            }
+            for r, a in zip(batch, answers, strict=True)
+        ]
+        progress.update(len(batch))
+        if len(rows) == len(mine[chunk]):
+            path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
+            with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
+                writer.write_all(rows)
+            rows, next_chunk = [], next_chunk + 1
     prefetch.shutdown()
     progress.close()
-    return len(todo)
+    if launched:
+        wait_for_everyone()  # callers read every rank's answers next
+    return count
 
 
 def get_backend(settings: GenerationSettings, model: str, adapter: str | None = None, **kwargs) -> GenerationBackend:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from vstar.distributed import local_device
 from vstar.generate.base import BACKENDS, GenerationBackend, GenerationRequest, GenerationSettings
 from vstar.train.collator import video_model_inputs
 from vstar.video import sample_frames
@@ -31,7 +32,7 @@ def load_generation_model(model: str, adapter: str | None = None, dtype: torch.d
 
         loaded = PeftModel.from_pretrained(loaded, adapter).merge_and_unload()
     if torch.cuda.is_available():
-        loaded = loaded.to("cuda")
+        loaded = loaded.to(local_device())
     return loaded.eval()
 
 
