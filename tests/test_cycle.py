@@ -18,7 +18,7 @@ from vstar.train.sft import VStarSFTConfig
 
 
 def cycle_configs(run_dir: Path, shapes_dir: Path, model: Path, **overrides) -> tuple[CycleConfig, VStarSFTConfig]:
-    cycle = small_cycle_config(run_dir, shapes_dir, generation_chunk_size=8, **overrides)
+    cycle = small_cycle_config(run_dir, shapes_dir, **{"generation_chunk_size": 8, **overrides})
     return cycle, training_config(model_name_or_path=str(model), output_dir=str(run_dir / "train"))
 
 

@@ -6,7 +6,12 @@ and without losing or duplicating rows.
 
 ```bash
 vstar cycle --config recipes/demo/config_shapes_tiny.yaml --run_dir runs/shapes
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m vstar.cli cycle --config ...
 ```
+
+Under `accelerate launch` / `torchrun` every process generates its share of each pass and trains as one DDP /
+DeepSpeed / FSDP job; the main process alone verifies, assembles, writes the run directory and pushes, and the
+others wait for it at a barrier.
 
 Run directory:
 ```
@@ -34,6 +39,13 @@ from typing import Any
 from vstar.assemble import assemble_cycle, verify_generations
 from vstar.cards import write_instruction_card, write_model_card
 from vstar.configs import CycleConfig, save_config
+from vstar.distributed import (
+    DEFAULT_TIMEOUT_SECONDS,
+    broadcast_from_main,
+    init_distributed,
+    is_main_process,
+    wait_for_everyone,
+)
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import GenerationBackend, GenerationRequest, get_backend, read_generations, run_generation
 from vstar.io import load_split, rows_with_class_names
@@ -59,6 +71,8 @@ class RunState:
 
     def mark(self, stage: str, result: Any = True) -> None:
         self.data["stages"][stage] = result
+        if not is_main_process():
+            return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
         tmp.replace(self.path)
@@ -88,8 +102,11 @@ class CycleRunner:
         self.config = config
         self.train_config = train_config
         self.run_dir = Path(config.run_dir)
+        # Processes wait for the main one while it verifies and assembles: never less than vstar's long default.
+        init_distributed(max(train_config.ddp_timeout, DEFAULT_TIMEOUT_SECONDS))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.run_dir / "state.json")
+        wait_for_everyone()  # every process has read the state before the main process changes it
         self.task: Task = get_task(config.task, **(config.task_options or {}))
         self.generation = config.generation_settings(
             train_config.num_frames, train_config.video_fps, train_config.seed
@@ -163,7 +180,8 @@ class CycleRunner:
             )
         return requests
 
-    def _generate(self, cycle: int, attempt: str, ids: list[str]) -> list[dict[str, Any]]:
+    def _generate(self, cycle: int, attempt: str, ids: list[str]) -> list[dict[str, Any]] | None:
+        """Every process answers its share; the main process gets the verified answers, the others `None`."""
         stage = f"cycle-{cycle}/generate_{attempt}"
         out_dir = self.run_dir / f"cycle-{cycle}" / "generations"
         if not self.state.done(stage):
@@ -175,6 +193,8 @@ class CycleRunner:
                 self.generation,
             )
             self.state.mark(stage, {"requests": len(ids)})
+        if not is_main_process():
+            return None
         return verify_generations(read_generations(out_dir, attempt), self.sources, self.task)
 
     def _assemble(self, cycle: int) -> dict[str, Any]:
@@ -182,12 +202,17 @@ class CycleRunner:
         if self.state.done(stage):
             return self.state.result(stage)
         direct = self._generate(cycle, "direct", sorted(self.sources))
-        failed = sorted(r["id"] for r in direct if not r["verification"]["passed"])
+        failed = broadcast_from_main(
+            sorted(r["id"] for r in direct if not r["verification"]["passed"]) if direct is not None else None
+        )
         rationalized = self._generate(cycle, "rationalized", failed) if self.config.rationalize and failed else []
-        dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
-        shutil.rmtree(dataset_dir, ignore_errors=True)
-        stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
-        write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self.history())
+        stats = None
+        if is_main_process():
+            dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
+            shutil.rmtree(dataset_dir, ignore_errors=True)
+            stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
+            write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self.history())
+        stats = broadcast_from_main(stats)
         self.state.mark(stage, stats)
         return stats
 
@@ -195,7 +220,9 @@ class CycleRunner:
         if self.state.done(stage):
             return self.state.result(stage)
         partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        if is_main_process():
+            shutil.rmtree(partial, ignore_errors=True)
+        wait_for_everyone()
         config = copy.deepcopy(self.train_config)
         config.output_dir = str(partial)
         config.dataset, config.dataset_config, config.dataset_split = dataset, "default", "train"
@@ -204,8 +231,10 @@ class CycleRunner:
             config.max_steps = max_steps
         self._backend = None  # free the generation model's memory while training
         summary = train(config)
-        shutil.rmtree(output, ignore_errors=True)
-        partial.rename(output)
+        if is_main_process():
+            shutil.rmtree(output, ignore_errors=True)
+            partial.rename(output)
+        wait_for_everyone()
         summary["output_dir"] = str(output)
         self.state.mark(stage, summary)
         return summary
@@ -340,8 +369,10 @@ class CycleRunner:
     def _record(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
         history = [c for c in self.history() if c["cycle"] != entry["cycle"]] + [entry]
         history.sort(key=lambda c: c["cycle"])
-        (self.run_dir / "metrics.json").write_text(json.dumps({"cycles": history}, indent=2))
-        plot_cycles(history, self.run_dir / "cycles.png")
+        if is_main_process():
+            (self.run_dir / "metrics.json").write_text(json.dumps({"cycles": history}, indent=2))
+            plot_cycles(history, self.run_dir / "cycles.png")
+        wait_for_everyone()  # `history()` reads the file back on every process
         return history
 
     def _stop_early(self, history: list[dict[str, Any]]) -> bool:
@@ -355,8 +386,12 @@ class CycleRunner:
     def run(self) -> list[dict[str, Any]]:
         """Run every unfinished stage of every cycle; returns the per-cycle metrics."""
         if self.config.resume_from_hub:
-            self.restore_from_hub()
-        save_config(self.run_dir / "config.yaml", self.config, self.train_config)
+            if is_main_process():
+                self.restore_from_hub()
+            wait_for_everyone()
+            self.state = RunState(self.run_dir / "state.json")
+        if is_main_process():
+            save_config(self.run_dir / "config.yaml", self.config, self.train_config)
         initial = self._evaluate(0, self.model_ref(0), self.run_dir / "cycle-0" / "eval", "cycle-0/evaluate")
         history = self._record(
             {
@@ -401,7 +436,7 @@ class CycleRunner:
                 "control_heldout_accuracy": control and control["accuracy"],
             }
             history = self._record(entry)
-            if (self.run_dir / f"cycle-{cycle}" / "model").exists():
+            if is_main_process() and (self.run_dir / f"cycle-{cycle}" / "model").exists():
                 write_model_card(
                     self.run_dir / f"cycle-{cycle}" / "model",
                     entry=entry,
@@ -410,7 +445,9 @@ class CycleRunner:
                     train_config=self.train_config,
                     dataset_dir=dataset_dir,
                 )
-            self.publish(cycle, entry, history)
+            if is_main_process():
+                self.publish(cycle, entry, history)
+            wait_for_everyone()
             if self._stop_early(history):
                 logger.info("Held-out accuracy plateaued; stopping after cycle %d.", cycle)
                 break

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vstar.distributed import is_main_process
 from vstar.evaluate.metrics import task_metrics
 from vstar.generate.base import (
     GenerationBackend,
@@ -100,6 +101,7 @@ def evaluate_model(
         "generation": {k: v for k, v in vars(settings).items()},
         "predictions": results["predictions"],
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if is_main_process():  # every process scores the same answers; one writes them
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     logger.info("accuracy %.4f on %d examples -> %s", results["metrics"]["accuracy"] or 0, len(rows), output_dir)
     return results

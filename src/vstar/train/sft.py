@@ -140,15 +140,16 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
     )
     result = trainer.train()
     output_dir = Path(config.output_dir)
-    trainer.save_model(str(output_dir))
-    processor.save_pretrained(output_dir)
+    trainer.save_model(str(output_dir))  # every process calls it (ZeRO-3 / FSDP gather); the main one writes
     summary = {
         "output_dir": str(output_dir),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
         "num_rows": len(dataset),
     }
-    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     logger.info(
         "Trained %d steps on %d rows, loss %.4f -> %s",
         summary["global_step"],
