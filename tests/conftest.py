@@ -38,6 +38,8 @@ def shapes_dir(tmp_path_factory) -> Path:
 
 
 SEED_CLIPS = 16
+# The architectures the loop tests warm up and run end to end.
+WARM_ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl")
 
 
 def training_config(**overrides):
@@ -97,9 +99,9 @@ def warm_models(tiny_model_dirs, shapes_dir, tmp_path_factory) -> dict[str, Path
     task = get_task("shapes")
     seed_dir = write_seed_dataset(root / "seed", seed_rows(shapes_dir, SEED_CLIPS, task, seed=0))
     warm = {}
-    for arch, base in tiny_model_dirs.items():
+    for arch in WARM_ARCHITECTURES:
         config = training_config(
-            model_name_or_path=str(base),
+            model_name_or_path=str(tiny_model_dirs[arch]),
             output_dir=str(root / arch),
             dataset=str(seed_dir),
             finetuning="full",
@@ -112,10 +114,22 @@ def warm_models(tiny_model_dirs, shapes_dir, tmp_path_factory) -> dict[str, Path
     return warm
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny randomly initialised Qwen2.5-VL and Qwen2-VL checkpoints with processors."""
-    from vstar.testing.tiny_models import build_tiny_vlm
+class TinyModelDirs(dict):
+    """Tiny checkpoint directories by architecture, each built the first time a test asks for it."""
 
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {arch: build_tiny_vlm(root / arch, architecture=arch) for arch in ("qwen2_5_vl", "qwen2_vl")}
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, architecture: str) -> Path:
+        from vstar.testing.tiny_models import build_tiny_vlm
+
+        self[architecture] = build_tiny_vlm(self.root / architecture, architecture=architecture)
+        return self[architecture]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
+    """Tiny randomly initialised checkpoints with processors, keyed by architecture (`qwen2_5_vl`, `qwen2_vl`,
+    `qwen3_vl`, `llava_onevision`); a session builds only the ones its tests use."""
+    return TinyModelDirs(tmp_path_factory.mktemp("tiny-models"))

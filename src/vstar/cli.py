@@ -66,17 +66,47 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def cmd_build(argv: list[str]) -> None:
+def parse_build_args(name: str, argv: list[str]):
+    """The builder's settings and the Hub target of `vstar build NAME ARGS...`.
+
+    A setting the builder defines itself (FineDiving's `embed_videos`, how the local copy stores its videos) belongs
+    to the builder; the Hub target keeps its own default for it.
+
+    Args:
+        name: a registered source name.
+        argv: the flags after the source name.
+    """
+    from dataclasses import asdict, field, fields, make_dataclass
+    from typing import get_type_hints
+
     from vstar.configs import parse_configs
-    from vstar.sources import SOURCES, builder_config
+    from vstar.hub import HubTarget
+    from vstar.sources import builder_config
+
+    config_class = builder_config(name)
+    taken = {f.name for f in fields(config_class)}
+    target_class = HubTarget
+    if taken & {f.name for f in fields(HubTarget)}:
+        hints = get_type_hints(HubTarget)
+        kept = [
+            (f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
+            for f in fields(HubTarget)
+            if f.name not in taken
+        ]
+        target_class = make_dataclass("HubTarget", kept)
+    config, target = parse_configs((config_class, target_class), _hub_flags(argv))
+    return config, target if isinstance(target, HubTarget) else HubTarget(**asdict(target))
+
+
+def cmd_build(argv: list[str]) -> None:
+    from vstar.sources import SOURCES
 
     if not argv or argv[0].startswith("-"):
         raise SystemExit(f"vstar build needs a source name: {', '.join(SOURCES.names())}")
-    from vstar.hub import HubTarget
 
     name, rest = argv[0], argv[1:]
     builder = SOURCES.get(name)
-    config, target = parse_configs((builder_config(name), HubTarget), _hub_flags(rest))
+    config, target = parse_build_args(name, rest)
     output = builder(config)
     if target.hub_repo:
         sha = target.publisher().push_dataset_dir(output, target.hub_repo, message=f"vstar build {name}")
@@ -107,10 +137,13 @@ def cmd_cycle(argv: list[str]) -> None:
     from vstar.configs import CycleConfig, parse_configs
     from vstar.cycle import CycleRunner
     from vstar.demo import print_table
+    from vstar.distributed import is_main_process
     from vstar.train.sft import VStarSFTConfig
 
     cycle_config, train_config = parse_configs((CycleConfig, VStarSFTConfig), _hub_flags(argv))
-    print_table(CycleRunner(cycle_config, train_config).run())
+    history = CycleRunner(cycle_config, train_config).run()
+    if is_main_process():
+        print_table(history)
 
 
 def cmd_push(argv: list[str]) -> None:

@@ -188,3 +188,18 @@ def test_real_annotations_with_generated_frames(shared_data, tmp_path):
     assert sum(r.startswith("missing") for r in reasons.values()) == 2994
     card = (out / "README.md").read_text()
     assert "5 rows written of 3000 read" in card and "| missing | 2994 |" in card and "xu2022finediving" in card
+
+
+def test_build_from_the_command_line(tmp_path):
+    from vstar.cli import main, parse_build_args
+
+    coarse = _synthetic_annotations(tmp_path / "ann")
+    for (video, clip), entry in list(coarse.items())[:3]:
+        _frames(tmp_path / "frames" / video / str(clip), entry["start_frame"], 4)
+    main(["build", "finediving", "--annotations", str(tmp_path / "ann"), "--frames", str(tmp_path / "frames"),
+          "--output", str(tmp_path / "out"), "--embed_videos", "true"])  # fmt: skip
+    rows = load_dataset(str(tmp_path / "out"), split="train")
+    assert len(rows) == 3 and all(row["video"]["bytes"] for row in rows)
+    # `--embed_videos` is the builder's own setting; a push still embeds the videos by default.
+    config, target = parse_build_args("finediving", ["--embed_videos", "false", "--push_to_hub", "org/finediving"])
+    assert not config.embed_videos and target.hub_repo == "org/finediving" and target.embed_videos

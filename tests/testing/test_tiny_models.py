@@ -4,10 +4,17 @@ import pytest
 import torch
 
 from vstar.testing.tiny_models import build_tokenizer
+from vstar.train.collator import video_model_inputs
 from vstar.video import sample_frames
 
+# Video tokens per 8-frame 64 x 64 clip. Qwen2/2.5-VL: resized to 56 x 56, 4 temporal x 4 x 4 patches of 14 px,
+# merged 2 x 2 -> 16. Qwen3-VL: 64 x 64 kept, 4 temporal x 4 x 4 patches of 16 px, merged 2 x 2 -> 16, with a
+# timestamp between temporal patches. LLaVA-OneVision: every frame is 4 x 4 patches of 16 px, pooled to 2 x 2,
+# plus one newline token per video -> 8 * 4 + 1 = 33.
+VIDEO_TOKENS_PER_CLIP = {"qwen2_5_vl": 16, "qwen2_vl": 16, "qwen3_vl": 16, "llava_onevision": 33}
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl"])
+
+@pytest.mark.parametrize("arch", list(VIDEO_TOKENS_PER_CLIP))
 def test_tiny_model_loads_and_generates(tiny_model_dirs, shapes_dir, arch):
     from datasets import load_dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -20,16 +27,17 @@ def test_tiny_model_loads_and_generates(tiny_model_dirs, shapes_dir, arch):
     clips = [sample_frames(r["video"], num_frames=8) for r in rows]
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = processor(
-        text=[text] * 3,
-        videos=[c.frames for c in clips],
-        video_metadata=[c.video_metadata() for c in clips],
-        padding=True,
-        return_tensors="pt",
-    )
-    # 8 frames of 56 x 56: 4 temporal x 4 x 4 patches, merged 2 x 2 -> 16 video tokens per clip.
-    assert inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 3
-    assert (inputs["input_ids"] == model.config.video_token_id).sum().item() == 3 * 16
+    inputs = video_model_inputs(processor, [text] * 3, clips)
+    assert (inputs["input_ids"] == model.config.video_token_id).sum().item() == 3 * VIDEO_TOKENS_PER_CLIP[arch]
+    if arch == "llava_onevision":
+        assert tuple(inputs["pixel_values_videos"].shape) == (3, 8, 3, 64, 64)
+    else:
+        assert inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 3
+        assert "mm_token_type_ids" in inputs
+    if arch == "qwen3_vl":
+        # Timestamps come from the clip's real frame rate (8 fps): frame pairs (2, 3) average to 0.3125 s.
+        prompt = processor.tokenizer.decode(inputs["input_ids"][0])
+        assert [f"<{t} seconds>" in prompt for t in ("0.1", "0.3", "0.6", "0.8")] == [True] * 4
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert out.shape[0] == 3 and out.shape[1] > inputs["input_ids"].shape[1]
     # The video reaches the language model: different clips give different logits.

@@ -3,7 +3,8 @@
 TRL's `SFTTrainer` only recognises image columns, so video rows reach this collator untouched
 (`remove_unused_columns=False`, `skip_prepare_dataset=True`). The loss covers the assistant's tokens only; they
 are found as the tokens after the rendered prompt, which works with any chat template (no `{% generation %}`
-markers needed).
+markers needed). Each training text is the generation prompt exactly as inference renders it, followed by the
+answer and its end-of-turn tokens, so the model is trained on the context it is later prompted with.
 """
 
 from __future__ import annotations
@@ -56,9 +57,20 @@ def video_model_inputs(processor, texts: Sequence[str], clips: Sequence[SampledC
         text=list(texts),
         videos=[clip.frames for clip in clips],
         video_metadata=[clip.video_metadata() for clip in clips],
+        # The frames are already sampled; video processors that sample by default (Qwen3-VL) would otherwise pick
+        # indices of the whole window out of these few frames.
+        do_sample_frames=False,
         padding=True,
         return_tensors="pt",
     )
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of a chat message whose content is a string or a list of typed parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
 
 
 class VideoSFTCollator:
@@ -77,11 +89,25 @@ class VideoSFTCollator:
         self.clips = ClipCache(num_frames=num_frames, fps=fps, max_items=cache_size)
 
     def _texts(self, messages: list[dict]) -> tuple[str, str]:
+        """The training text and its supervised tail (the answer and the template's end-of-turn tokens)."""
         full = self.processor.apply_chat_template(messages, tokenize=False)
         prompt = self.processor.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        if not full.startswith(prompt):
-            raise ValueError("The chat template does not render the prompt as a prefix of the full conversation.")
-        return full, full[len(prompt) :]
+        if full.startswith(prompt):
+            return full, full[len(prompt) :]
+        # Some templates render an assistant turn differently from their generation prompt (LLaVA-OneVision:
+        # `assistant \n` + answer vs the prompt `assistant\n`). Train on the prompt inference will use, then the
+        # answer as the conversation renders it, from where the answer starts.
+        answer = message_text(messages[-1])
+        diverges = next((i for i, (a, b) in enumerate(zip(full, prompt)) if a != b), min(len(full), len(prompt)))
+        start = full.find(answer, diverges) if answer else -1
+        if start < 0:
+            raise ValueError(
+                "The chat template neither renders the prompt as a prefix of the full conversation nor the answer "
+                f"text verbatim after it; cannot tell which tokens to train on. Prompt: {prompt[-80:]!r}; "
+                f"conversation: {full[-160:]!r}."
+            )
+        completion = full[start:]
+        return prompt + completion, completion
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         texts, completions = zip(*(self._texts(example["messages"]) for example in examples))
