@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -20,17 +21,40 @@ from vstar.video import sample_frames
 logger = logging.getLogger(__name__)
 
 
+@contextmanager
+def whole_weights_per_process():
+    """Load whole weights in every process even when the training config enabled DeepSpeed ZeRO-3.
+
+    Parsing a ZeRO-3 training config makes `from_pretrained` partition the weights across processes; generation
+    would then gather them layer by layer in lockstep, and ranks that answer different numbers of batches would
+    wait for each other forever. A 7-8B model fits whole on one GPU for inference.
+    """
+    from transformers.integrations import deepspeed
+
+    reference = getattr(deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = reference() if reference is not None else None
+    if config is None or not config.is_zero3():
+        yield
+        return
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed.set_hf_deepspeed_config(config)
+
+
 def load_generation_model(model: str, adapter: str | None = None, dtype: torch.dtype | None = None):
     """The model in eval mode, with `adapter` merged in when given."""
     from transformers import AutoModelForImageTextToText
 
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
-    if adapter:
-        from peft import PeftModel
+    with whole_weights_per_process():
+        loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+        if adapter:
+            from peft import PeftModel
 
-        loaded = PeftModel.from_pretrained(loaded, adapter).merge_and_unload()
+            loaded = PeftModel.from_pretrained(loaded, adapter).merge_and_unload()
     if torch.cuda.is_available():
         loaded = loaded.to(local_device())
     return loaded.eval()
