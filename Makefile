@@ -2,6 +2,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test test-fast lint bench clean
@@ -30,7 +31,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PYTHON) bench/run_all.py
 
 clean:

@@ -68,6 +68,44 @@ def test_out_of_order_targets_and_duplicates(counted_video):
     assert [frame_index(f, 60) for f in clip.frames] == list(range(60))
 
 
+@pytest.fixture(scope="module")
+def textured_video(tmp_path_factory):
+    """A moving texture with B-frames and two keyframe intervals, whose frames all differ."""
+    import av
+
+    path = tmp_path_factory.mktemp("video") / "texture.mp4"
+    texture = np.random.default_rng(0).integers(0, 256, (64, 160, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "24", "bframes": "3"}
+        for t in range(90):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(texture[:, t : t + 64].copy(), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_frames": 8}, {"num_frames": 3, "start": 1.0, "end": 2.5}, {"fps": 7}, {"num_frames": 90}]
+)
+def test_frames_equal_a_full_decode(textured_video, kwargs, threaded, monkeypatch):
+    # Frames skipped on the way to a target must not change the target's pixels, with or without frame threads
+    # (which large frames get).
+    import av
+
+    from vstar import video
+
+    monkeypatch.setattr(video, "FRAME_THREADING_MIN_PIXELS", 0 if threaded else 10**9)
+    with av.open(str(textured_video)) as container:
+        every = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    clip = sample_frames(textured_video, **kwargs)
+    first = round((kwargs.get("start") or 0) * 25)
+    for index, frame in zip(clip.indices, clip.frames):
+        np.testing.assert_array_equal(frame, every[first + index])
+
+
 def test_bytes_and_dataset_entries(tmp_path):
     frames = numbered_frames(8)
     data = encode_video(frames, fps=8)

@@ -9,6 +9,7 @@ answer and its end-of-turn tokens, so the model is trained on the context it is 
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -87,6 +88,9 @@ class VideoSFTCollator:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.clips = ClipCache(num_frames=num_frames, fps=fps, max_items=cache_size)
+        # Conversation -> (training text, supervised token count); a few hundred bytes each.
+        self._rendered: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._rendered_max = 16 * cache_size
 
     def _texts(self, messages: list[dict]) -> tuple[str, str]:
         """The training text and its supervised tail (the answer and the template's end-of-turn tokens)."""
@@ -109,12 +113,30 @@ class VideoSFTCollator:
         completion = full[start:]
         return prompt + completion, completion
 
+    def _rendered_texts(self, examples: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int]]:
+        """Each example's training text and the number of supervised tokens at its end.
+
+        Rendered and counted once per distinct conversation: the chat template and tokenizer calls would otherwise
+        cost as much as the video processor on every batch of every epoch.
+        """
+        keys = [json.dumps(example["messages"], sort_keys=True, default=str) for example in examples]
+        found = {key: self._rendered[key] for key in keys if key in self._rendered}
+        new = {key: self._texts(example["messages"]) for key, example in zip(keys, examples) if key not in found}
+        if new:
+            counts = self.tokenizer([completion for _, completion in new.values()], add_special_tokens=False)
+            for (key, (text, _)), ids in zip(new.items(), counts["input_ids"]):
+                found[key] = self._rendered[key] = (text, len(ids))
+        for key in found:
+            self._rendered.move_to_end(key)
+        while len(self._rendered) > self._rendered_max:
+            self._rendered.popitem(last=False)
+        return [found[key][0] for key in keys], [found[key][1] for key in keys]
+
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        texts, completions = zip(*(self._texts(example["messages"]) for example in examples))
+        texts, completion_lengths = self._rendered_texts(examples)
         batch = video_model_inputs(self.processor, texts, [self.clips.get(example) for example in examples])
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-        for i, completion in enumerate(completions):
-            n_completion = len(self.tokenizer(completion, add_special_tokens=False)["input_ids"])
+        for i, n_completion in enumerate(completion_lengths):
             positions = batch["attention_mask"][i].nonzero().flatten()
             answer_positions = positions[len(positions) - n_completion :]
             labels[i, answer_positions] = batch["input_ids"][i, answer_positions]
