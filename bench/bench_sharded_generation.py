@@ -1,8 +1,8 @@
 """Generation sharded over 2 processes (`torchrun`, gloo) against 1 process, on the same machine and requests.
 
 Run: `PYTHONPATH=src python bench/bench_sharded_generation.py [--quick]`; the ratio is also written to
-`bench/results.json` (key `sharded_generation_2proc_vs_1proc` = seconds of 1 process using both cores / seconds
-of 2 processes with one core each).
+`bench/results.json` (key `sharded_generation_2proc_vs_1proc` = generation seconds of the faster single process,
+with one or two torch threads, / generation seconds of 2 processes with one thread each).
 
 Each setting is a real launch: `torchrun --nproc_per_node N` runs this script as N workers, each building the
 transformers backend and answering its chunks with `run_generation` (the same call `vstar generate` and the loop
@@ -11,8 +11,9 @@ the barrier after the last rank wrote its last chunk, so the slowest rank counts
 about 10 s per launch here) is reported apart: it is paid once per pass, not per clip. Answers have a fixed length
 (end-of-turn suppressed, see bench_generation.py) and the merged answers of every setting must be identical.
 
-The baseline that matters on a 2-core machine is one process with two torch threads (the whole machine); one
-process with one thread is shown too. On GPUs the same split gives each GPU its own share.
+A single process can use the machine's two cores through torch's threads, so both single-process settings run
+and the faster one is the baseline (on tiny models a second thread often costs more than it gains). On GPUs the
+same split gives each GPU its own share.
 """
 
 from __future__ import annotations
@@ -114,15 +115,16 @@ def main() -> None:
     for name, run in runs.items():
         print(f"{name:<24} {run['generation']:>13.2f} {run['startup']:>11.2f} {run['wall']:>8.2f}")
     two = runs["2 processes x 1 thread"]["generation"]
-    ratio = runs["1 process x 2 threads"]["generation"] / two
-    ratio_one_thread = runs["1 process x 1 thread"]["generation"] / two
-    print(f"2 processes vs 1 process (2 threads): {ratio:.2f}x faster generation")
-    print(f"2 processes vs 1 process (1 thread):  {ratio_one_thread:.2f}x faster generation")
+    one_2threads, one_1thread = runs["1 process x 2 threads"]["generation"], runs["1 process x 1 thread"]["generation"]
+    best_single = min(one_2threads, one_1thread)
+    ratio = best_single / two
+    print(f"2 processes vs the faster single process: {ratio:.2f}x faster generation")
     if not args.quick:
         record(
             {
                 "sharded_generation_2proc_vs_1proc": round(ratio, 3),
-                "sharded_generation_2proc_vs_1proc_1thread": round(ratio_one_thread, 3),
+                "sharded_generation_2proc_vs_1proc_2threads": round(one_2threads / two, 3),
+                "sharded_generation_2proc_vs_1proc_1thread": round(one_1thread / two, 3),
             }
         )
 
