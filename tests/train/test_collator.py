@@ -29,3 +29,20 @@ def test_labels_cover_exactly_the_answer(tiny_model_dirs, shapes_dir):
     # A second pass reuses the decoded clips.
     collator(examples)
     assert len(collator.clips._items) == 4
+
+
+def test_clip_cache_keeps_within_its_byte_budget(shapes_dir):
+    from vstar.io import load_split
+    from vstar.train.collator import ClipCache
+
+    rows = load_split(shapes_dir, "train").select(range(3)).to_list()
+    one_clip = ClipCache(num_frames=8).get(rows[0]).frames.nbytes
+    cache = ClipCache(num_frames=8, max_bytes=int(2.5 * one_clip))
+    first = cache.get(rows[0])
+    assert cache.get(rows[0]) is first  # a hit: not decoded again
+    cache.get(rows[1])
+    cache.get(rows[2])
+    assert cache.bytes == 2 * one_clip <= cache.max_bytes
+    assert cache.get(rows[2]) is cache.get(rows[2])
+    assert cache.get(rows[0]) is not first  # the least recently used clip was evicted, then decoded again
+    assert ClipCache(num_frames=8, max_bytes=0).get(rows[0]).frames.shape == first.frames.shape

@@ -24,12 +24,19 @@ IGNORE_INDEX = -100
 class ClipCache:
     """Sampled clips kept in memory by (video, window), least recently used evicted first.
 
-    A training run visits every clip once per epoch; decoding it again each time is wasted work.
+    A training run visits every clip once per epoch; decoding it again each time is wasted work. The budget is in
+    bytes because clips differ by orders of magnitude: 8 frames of 64x64 are 98 KB, 16 frames of 720p are 44 MB.
+    Every DataLoader worker holds its own cache.
+
+    Args:
+        num_frames, fps: how clips are sampled.
+        max_bytes: frame memory kept at most (0 disables the cache).
     """
 
-    def __init__(self, num_frames: int | None = 8, fps: float | None = None, max_items: int = 4096):
-        self.num_frames, self.fps, self.max_items = num_frames, fps, max_items
+    def __init__(self, num_frames: int | None = 8, fps: float | None = None, max_bytes: int = 1 << 30):
+        self.num_frames, self.fps, self.max_bytes = num_frames, fps, max_bytes
         self._items: OrderedDict[Any, SampledClip] = OrderedDict()
+        self.bytes = 0
 
     @staticmethod
     def key(row: Mapping[str, Any]) -> Any:
@@ -44,9 +51,11 @@ class ClipCache:
             clip = sample_frames(
                 row["video"], num_frames=self.num_frames, fps=self.fps, start=row.get("start"), end=row.get("end")
             )
-            self._items[key] = clip
-            if len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            if clip.frames.nbytes <= self.max_bytes:
+                self._items[key] = clip
+                self.bytes += clip.frames.nbytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._items.popitem(last=False)[1].frames.nbytes
         else:
             self._items.move_to_end(key)
         return clip
@@ -81,16 +90,16 @@ class VideoSFTCollator:
         processor: the model's processor (tokenizer + video processor + chat template).
         num_frames: frames sampled per clip (or use `fps`).
         fps: frames per second sampled instead of a fixed count.
-        cache_size: decoded clips kept in memory.
+        cache_bytes: memory for decoded clips (per process: each DataLoader worker has its own).
     """
 
-    def __init__(self, processor, num_frames: int | None = 8, fps: float | None = None, cache_size: int = 4096):
+    def __init__(self, processor, num_frames: int | None = 8, fps: float | None = None, cache_bytes: int = 1 << 30):
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.clips = ClipCache(num_frames=num_frames, fps=fps, max_items=cache_size)
+        self.clips = ClipCache(num_frames=num_frames, fps=fps, max_bytes=cache_bytes)
         # Conversation -> (training text, supervised token count); a few hundred bytes each.
         self._rendered: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._rendered_max = 16 * cache_size
+        self._rendered_max = 65536
 
     def _texts(self, messages: list[dict]) -> tuple[str, str]:
         """The training text and its supervised tail (the answer and the template's end-of-turn tokens)."""

@@ -59,6 +59,10 @@ class VStarSFTConfig(SFTConfig):
     num_frames: int | None = field(default=8, metadata={"help": "Frames sampled per clip."})
     video_fps: float | None = field(default=None, metadata={"help": "Sample this many frames per second instead."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for CPU runs."})
+    clip_cache_mb: int = field(
+        default=1024,
+        metadata={"help": "Memory for decoded clips kept between epochs, per process (each DataLoader worker)."},
+    )
 
     def __post_init__(self):
         if not torch.cuda.is_available():
@@ -135,7 +139,9 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         model=model,
         args=config,
         train_dataset=dataset,
-        data_collator=VideoSFTCollator(processor, num_frames=config.num_frames, fps=config.video_fps),
+        data_collator=VideoSFTCollator(
+            processor, num_frames=config.num_frames, fps=config.video_fps, cache_bytes=config.clip_cache_mb << 20
+        ),
         processing_class=processor,
     )
     result = trainer.train()
