@@ -86,24 +86,38 @@ def textured_video(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("mode", ["one thread", "frame threads", "parallel runs", "parallel runs from bytes"])
 @pytest.mark.parametrize(
     "kwargs", [{"num_frames": 8}, {"num_frames": 3, "start": 1.0, "end": 2.5}, {"fps": 7}, {"num_frames": 90}]
 )
-def test_frames_equal_a_full_decode(textured_video, kwargs, threaded, monkeypatch):
-    # Frames skipped on the way to a target must not change the target's pixels, with or without frame threads
-    # (which large frames get).
+def test_frames_equal_a_full_decode(textured_video, kwargs, mode, monkeypatch):
+    # Frames skipped on the way to a target must not change the target's pixels, whichever way large frames are
+    # decoded: frame threads, or the keyframe runs split over decoders that each open the file (or bytes) anew.
     import av
 
     from vstar import video
 
-    monkeypatch.setattr(video, "FRAME_THREADING_MIN_PIXELS", 0 if threaded else 10**9)
+    monkeypatch.setattr(video, "FRAME_THREADING_MIN_PIXELS", 10**9 if mode == "one thread" else 0)
+    monkeypatch.setattr(video, "_CORES", 2 if mode.startswith("parallel") else 1)
     with av.open(str(textured_video)) as container:
         every = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    clip = sample_frames(textured_video, **kwargs)
+    source = {"bytes": textured_video.read_bytes(), "path": None} if mode.endswith("bytes") else textured_video
+    clip = sample_frames(source, **kwargs)
     first = round((kwargs.get("start") or 0) * 25)
+    assert clip.indices == sorted(clip.indices) and len(clip.frames) == len(clip.indices)
     for index, frame in zip(clip.indices, clip.frames):
         np.testing.assert_array_equal(frame, every[first + index])
+
+
+def test_runs_are_split_evenly():
+    from vstar.video import _runs, _split_runs
+
+    runs = _runs([0, 250, 500, 750, 1000, 1250], [93, 281, 468, 656, 843, 1031, 1218, 1406])
+    assert runs == [(0, [93]), (250, [281, 468]), (500, [656]), (750, [843]), (1000, [1031, 1218]), (1250, [1406])]
+    groups = _split_runs(runs, 2)
+    assert sorted(run for group in groups for run in group) == runs
+    loads = [sum(targets[-1] - keyframe + 1 for keyframe, targets in group) for group in groups]
+    assert max(loads) - min(loads) <= 100  # 940 frames to decode, split 470 / 470 give or take a run
 
 
 def test_bytes_and_dataset_entries(tmp_path):

@@ -19,7 +19,8 @@ from __future__ import annotations
 import bisect
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -138,7 +139,7 @@ def _decode_video(
         targets = [lo + i for i in _target_indices(hi - lo, fps, num_frames, sample_fps)]
         if not targets:
             raise VideoDecodeError(f"the window [{start}, {end}] s holds no frames (video length {times[-1]:.2f} s)")
-        frames = _decode_positions(container, stream, pts, keyframes, targets)
+        frames = _decode_positions(container, stream, pts, keyframes, targets, reopen=_reopener(source))
         height, width = frames[0].shape[:2]
         return SampledClip(
             frames=np.stack(frames),
@@ -232,26 +233,69 @@ def _decode_run(
     return decoded, exact and not pending
 
 
-def _decode_positions(container, stream, pts: list[int], keyframes: list[int], targets: list[int]) -> list[np.ndarray]:
+def _reopener(source) -> Callable[[], Any] | None:
+    """A way to open the same video again (for decoding parts of it in parallel), or `None` when there is none."""
+    if isinstance(source, str):
+        return lambda: source
+    if isinstance(source, io.BytesIO):
+        buffer = source.getbuffer()
+        return lambda: io.BytesIO(buffer)
+    return None
+
+
+def _split_runs(runs: list[tuple[int, list[int]]], parts: int) -> list[list[tuple[int, list[int]]]]:
+    """Spread runs over `parts` groups with about the same number of frames to decode (largest first)."""
+    groups: list[list[tuple[int, list[int]]]] = [[] for _ in range(parts)]
+    loads = [0] * parts
+    for run in sorted(runs, key=lambda r: r[1][-1] - r[0], reverse=True):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(run)
+        loads[lightest] += run[1][-1] - run[0] + 1
+    return [g for g in groups if g]
+
+
+def _decode_runs(container, stream, pts: list[int], runs: list[tuple[int, list[int]]]) -> dict[int, np.ndarray]:
     position_of = {p: i for i, p in enumerate(pts)}
-    # Frame threading decodes several frames at once: no more CPU time, less waiting, on large frames. On small ones
-    # starting the threads costs more than it saves. A few threads are enough: data loaders already decode several
-    # clips at once, and each thread holds its own frame buffers.
-    context = stream.codec_context
-    if (context.width or 0) * (context.height or 0) >= FRAME_THREADING_MIN_PIXELS:
-        stream.thread_type = "AUTO"
-        stream.thread_count = _DECODER_THREADS
     fast = stream.codec_context.name in SKIP_NONREF_CODECS
     # One converter for the clip: `frame.to_ndarray` sets up a new one for every frame, which costs more than
     # converting a small frame.
     to_rgb = VideoReformatter()
     decoded: dict[int, np.ndarray] = {}
-    for keyframe, run in _runs(keyframes, sorted(set(targets))):
+    for keyframe, run in runs:
         frames, exact = _decode_run(container, stream, pts, position_of, keyframe, run, fast, to_rgb)
         if fast and not exact:
             # A damaged stream: decode the run again frame by frame, so a missing frame is replaced as it always was.
             frames, _ = _decode_run(container, stream, pts, position_of, keyframe, run, False, to_rgb)
         decoded.update(frames)
+    return decoded
+
+
+def _decode_group(reopen: Callable[[], Any], pts: list[int], runs: list[tuple[int, list[int]]]):
+    with av.open(reopen()) as container:
+        return _decode_runs(container, container.streams.video[0], pts, runs)
+
+
+def _decode_positions(
+    container, stream, pts: list[int], keyframes: list[int], targets: list[int], reopen: Callable[[], Any] | None
+) -> list[np.ndarray]:
+    runs = _runs(keyframes, sorted(set(targets)))
+    context = stream.codec_context
+    large = (context.width or 0) * (context.height or 0) >= FRAME_THREADING_MIN_PIXELS
+    if large and reopen is not None and len(runs) > 1 and _CORES > 1:
+        # Runs start at their own keyframes, so they decode independently: one single-threaded decoder per core,
+        # each on its own open file, keeps every core busy without frame threading's hand-offs.
+        groups = _split_runs(runs, min(_CORES, len(runs)))
+        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="vstar-gop") as pool:
+            parts = list(pool.map(lambda group: _decode_group(reopen, pts, group), groups))
+        decoded = {t: frame for part in parts for t, frame in part.items()}
+        return [decoded[t] for t in targets]
+    # Frame threading decodes several frames at once: no more CPU time, less waiting, on large frames. On small ones
+    # starting the threads costs more than it saves. A few threads are enough: data loaders already decode several
+    # clips at once, and each thread holds its own frame buffers.
+    if large:
+        stream.thread_type = "AUTO"
+        stream.thread_count = _DECODER_THREADS
+    decoded = _decode_runs(container, stream, pts, runs)
     return [decoded[t] for t in targets]
 
 
