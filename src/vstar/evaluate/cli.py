@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vstar.configs import parse_configs
+from vstar.distributed import is_main_process
 from vstar.generate.base import GenerationSettings, get_backend
 
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
             "split": config.split,
         },
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(work_dir / "results.json", output)
-    print(json.dumps(results["metrics"], indent=2))
+    if is_main_process():  # under torchrun every process answered its share; the main one wrote the results
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work_dir / "results.json", output)
+        print(json.dumps(results["metrics"], indent=2))
     return results
