@@ -27,6 +27,7 @@ from vstar.distributed import init_distributed, wait_for_everyone, world_from_en
 from vstar.io import ParquetRowWriter
 from vstar.registry import Registry
 from vstar.schema import GENERATION_FEATURES
+from vstar.video import SampledClip, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,24 @@ class GenerationSettings:
         },
     )
     max_lora_rank: int = field(default=64, metadata={"help": "vllm: largest LoRA rank the engine accepts."})
+
+
+def sample_clip(request: GenerationRequest, settings: GenerationSettings) -> SampledClip:
+    """The frames of a request's clip window, as the settings ask (`num_frames` or `video_fps`)."""
+    return sample_frames(
+        request.video, num_frames=settings.num_frames, fps=settings.video_fps, start=request.start, end=request.end
+    )
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The model's chat template applied to one user turn (a video, then `prompt`), ready for the answer.
+
+    Args:
+        processor: the model's processor (or tokenizer) with a chat template.
+        prompt: the user's text.
+    """
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 class GenerationBackend(ABC):

@@ -14,9 +14,15 @@ from contextlib import contextmanager
 import torch
 
 from vstar.distributed import local_device
-from vstar.generate.base import BACKENDS, GenerationBackend, GenerationRequest, GenerationSettings
+from vstar.generate.base import (
+    BACKENDS,
+    GenerationBackend,
+    GenerationRequest,
+    GenerationSettings,
+    chat_prompt,
+    sample_clip,
+)
 from vstar.train.collator import video_model_inputs
-from vstar.video import sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +96,12 @@ class TransformersBackend(GenerationBackend):
         decode_workers = self.settings.decode_workers if decode_workers is None else decode_workers
         self._pool = ThreadPoolExecutor(max_workers=decode_workers) if decode_workers else None
 
-    def _clip(self, request: GenerationRequest):
-        return sample_frames(
-            request.video,
-            num_frames=self.settings.num_frames,
-            fps=self.settings.video_fps,
-            start=request.start,
-            end=request.end,
-        )
-
-    def _prompt_text(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def prepare(self, requests: Sequence[GenerationRequest]):
-        clips = list(self._pool.map(self._clip, requests)) if self._pool else [self._clip(r) for r in requests]
-        return video_model_inputs(self.processor, [self._prompt_text(r.prompt) for r in requests], clips)
+        def clip(request: GenerationRequest):
+            return sample_clip(request, self.settings)
+
+        clips = list(self._pool.map(clip, requests)) if self._pool else [clip(r) for r in requests]
+        return video_model_inputs(self.processor, [chat_prompt(self.processor, r.prompt) for r in requests], clips)
 
     @torch.inference_mode()
     def generate_prepared(self, prepared) -> list[str]:

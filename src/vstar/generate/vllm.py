@@ -48,8 +48,15 @@ from typing import Any
 import numpy as np
 
 from vstar.distributed import is_distributed
-from vstar.generate.base import BACKENDS, GenerationBackend, GenerationRequest, GenerationSettings
-from vstar.video import SampledClip, sample_frames
+from vstar.generate.base import (
+    BACKENDS,
+    GenerationBackend,
+    GenerationRequest,
+    GenerationSettings,
+    chat_prompt,
+    sample_clip,
+)
+from vstar.video import SampledClip
 
 logger = logging.getLogger(__name__)
 
@@ -139,17 +146,6 @@ def engine_kwargs(
     return kwargs
 
 
-def chat_prompt(processor, prompt: str) -> str:
-    """The model's chat template applied to one user turn (a video, then `prompt`), ready for the answer.
-
-    Args:
-        processor: the model's processor (or tokenizer) with a chat template.
-        prompt: the user's text.
-    """
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def video_input(clip: SampledClip) -> tuple[np.ndarray, dict[str, Any]]:
     """A clip as a vLLM video item: `(frames, metadata)`.
 
@@ -180,13 +176,7 @@ def build_prompts(
     """
 
     def clip(request: GenerationRequest) -> SampledClip:
-        return sample_frames(
-            request.video,
-            num_frames=settings.num_frames,
-            fps=settings.video_fps,
-            start=request.start,
-            end=request.end,
-        )
+        return sample_clip(request, settings)
 
     clips = list(pool.map(clip, requests)) if pool else [clip(r) for r in requests]
     return [
