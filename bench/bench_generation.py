@@ -131,10 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         f"batched vs one at a time: {ratio:.2f}x faster; identical answers in both settings: {same}/{len(answers[1])}"
     )
     results = {"generation_batched_vs_single": round(ratio, 2)}
-    if args.quick:
-        print("quick run: nothing recorded")
-        return results
-    return record(results)
+    return record(results, quick=args.quick)
 
 
 if __name__ == "__main__":

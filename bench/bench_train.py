@@ -238,10 +238,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "1.10 = vstar 10% slower; the CPU ratio is recorded)"
     )
     results = {"train_step_vs_bare_trl": round(ratio, 3)}
-    if args.quick:
-        print("quick run: nothing recorded")
-        return results
-    return record(results)
+    return record(results, quick=args.quick)
 
 
 if __name__ == "__main__":

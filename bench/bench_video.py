@@ -209,10 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     if "decord" in methods:
         results["frame_sampling_60s_vs_decord"] = ratio(long, "decord")
     print("ratios (higher = vstar faster): " + ", ".join(f"{k} {v}x" for k, v in results.items()))
-    if args.quick:
-        print("quick run: nothing recorded")
-        return results
-    return record(results)
+    return record(results, quick=args.quick)
 
 
 if __name__ == "__main__":
