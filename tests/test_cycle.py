@@ -82,7 +82,7 @@ def _launch(run_dir: Path, shapes_dir: Path, model: Path, log: Path) -> subproce
         "--max_new_tokens", "24", "--model_name_or_path", str(model), "--output_dir", str(run_dir / "train"),
         "--finetuning", "lora", "--lora_target", "all", "--lora_r", "8", "--lora_alpha", "16",
         "--learning_rate", "2e-3", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
-        "--gradient_checkpointing", "false", "--save_strategy", "no", "--report_to", "none",
+        "--gradient_checkpointing", "false", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none",
         "--disable_tqdm", "true", "--seed", "0",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -114,9 +114,13 @@ def test_kill_during_generation_and_training_then_resume(warm_models, shapes_dir
         _launch(run, shapes_dir, model, tmp_path / "a.log"), lambda: len(list(generations.glob("direct-*"))) >= 2
     )
     assert not (run / "cycle-1" / "dataset").exists()
-    # Killed while the adapter is being trained.
+    # Killed while the adapter is being trained, once its first checkpoint is complete (the Trainer writes
+    # trainer_state.json last); a later checkpoint may be half-written, and must then be passed over.
     partial = run / "cycle-1" / "model.partial"
-    _kill_when(_launch(run, shapes_dir, model, tmp_path / "b.log"), partial.exists)
+    _kill_when(
+        _launch(run, shapes_dir, model, tmp_path / "b.log"),
+        lambda: any(partial.glob("checkpoint-*/trainer_state.json")),
+    )
     assert not (run / "cycle-1" / "model").exists()
     assert _launch(run, shapes_dir, model, tmp_path / "c.log").wait() == 0, (tmp_path / "c.log").read_text()[-3000:]
 
@@ -129,3 +133,8 @@ def test_kill_during_generation_and_training_then_resume(warm_models, shapes_dir
         json.loads((run / "metrics.json").read_text())["cycles"][1]["train_steps"]
         == ref_state["cycle-1/train"]["global_step"]
     )
+    # Training went on from its checkpoint instead of starting over; the model directory holds no checkpoints.
+    assert run_state["cycle-1/train"]["resumed_from"].startswith("checkpoint-")
+    assert ref_state["cycle-1/train"]["resumed_from"] is None
+    assert not list((run / "cycle-1" / "model").glob("checkpoint-*"))
+    assert (run / "cycle-1" / "model" / "adapter_model.safetensors").exists()

@@ -220,18 +220,23 @@ class CycleRunner:
         if self.state.done(stage):
             return self.state.result(stage)
         partial = output.with_name(output.name + ".partial")
-        if is_main_process():
+        # A run killed while training left its checkpoints (with `save_strategy: steps`): training continues from
+        # the newest one. Anything else in the partial directory is unfinished work of unknown state.
+        if is_main_process() and not any(partial.glob("checkpoint-*")):
             shutil.rmtree(partial, ignore_errors=True)
         wait_for_everyone()
         config = copy.deepcopy(self.train_config)
         config.output_dir = str(partial)
         config.dataset, config.dataset_config, config.dataset_split = dataset, "default", "train"
         config.model_name_or_path, config.init_adapter = start.model, start.adapter
+        config.resume_from_checkpoint = "last"
         if max_steps is not None:
             config.max_steps = max_steps
         self._backend = None  # free the generation model's memory while training
         summary = train(config)
         if is_main_process():
+            for checkpoint in partial.glob("checkpoint-*"):  # only for resuming; the model is the final weights
+                shutil.rmtree(checkpoint)
             shutil.rmtree(output, ignore_errors=True)
             partial.rename(output)
         wait_for_everyone()

@@ -117,6 +117,24 @@ def load_instruction_rows(config: VStarSFTConfig):
     return dataset
 
 
+def latest_checkpoint(output_dir: str | Path, resume_from_checkpoint: str | None) -> str | None:
+    """The checkpoint to resume from: a given path, or with `last` the newest complete `checkpoint-*` in `output_dir`.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short by a kill.
+    """
+    if resume_from_checkpoint != "last":
+        return resume_from_checkpoint
+    candidates = [d for d in Path(output_dir).glob("checkpoint-*") if d.name.split("-")[-1].isdigit()]
+    for checkpoint in sorted(candidates, key=lambda d: int(d.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning("Skipping %s: the run stopped while writing it.", checkpoint)
+            continue
+        return str(checkpoint)
+    return None
+
+
 def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
     """Finetune and save the adapter (or full model) with its processor to `config.output_dir`.
 
@@ -144,7 +162,10 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         ),
         processing_class=processor,
     )
-    result = trainer.train()
+    checkpoint = latest_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    if checkpoint:
+        logger.info("Resuming training from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     output_dir = Path(config.output_dir)
     trainer.save_model(str(output_dir))  # every process calls it (ZeRO-3 / FSDP gather); the main one writes
     summary = {
@@ -152,6 +173,7 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
         "num_rows": len(dataset),
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
