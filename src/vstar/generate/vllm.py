@@ -320,19 +320,13 @@ def merge_adapter_for_vllm(
         logger.info("Reusing the merged weights in %s", output_dir)
         return output_dir
 
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from vstar.train.sft import merge_adapter
 
     logger.info("Merging %s into %s for vLLM (on the CPU) -> %s", adapter, model, output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        base = AutoModelForImageTextToText.from_pretrained(model, dtype="auto")
-        with torch.no_grad():
-            merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(staging)
-        AutoProcessor.from_pretrained(processor or model).save_pretrained(staging)
+        merge_adapter(model, adapter_dir, staging, processor=processor or model)
         marker = {"base_model": model, "adapter": adapter, "fingerprint": fingerprint}
         (staging / MERGE_MARKER).write_text(json.dumps(marker, indent=2))
         _replace_dir(staging, output_dir, fingerprint)

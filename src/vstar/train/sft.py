@@ -198,13 +198,27 @@ def trainable_modules(model) -> list[str]:
     return sorted(names)
 
 
-def merge_adapter(base_model: str, adapter_dir: str | Path, output_dir: str | Path) -> Path:
-    """Write the base model with the adapter merged into its weights (plus the processor) to `output_dir`."""
+def merge_adapter(
+    base_model: str, adapter_dir: str | Path, output_dir: str | Path, processor: str | None = None
+) -> Path:
+    """Write the base model with the adapter merged into its weights (plus the processor) to `output_dir`.
+
+    The weights keep the checkpoint's dtype (a bf16 7B model stays 15 GB, not 30 GB in fp32).
+
+    Args:
+        base_model: the base model (directory or Hub id).
+        adapter_dir: the PEFT adapter directory.
+        output_dir: where the merged model goes.
+        processor: the processor saved with it (default: the adapter directory's).
+    """
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     output_dir = Path(output_dir)
-    base = AutoModelForImageTextToText.from_pretrained(base_model)
-    PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(output_dir)
-    AutoProcessor.from_pretrained(str(adapter_dir)).save_pretrained(output_dir)
+    base = AutoModelForImageTextToText.from_pretrained(base_model, dtype="auto")
+    with torch.no_grad():
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(output_dir)
+    AutoProcessor.from_pretrained(processor or str(adapter_dir)).save_pretrained(output_dir)
     return output_dir
