@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from vstar.errors import UnknownNameError, did_you_mean
+
 T = TypeVar("T")
 
 
@@ -37,11 +39,18 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        """The entry registered as `name`.
+
+        Raises:
+            UnknownNameError: (a `KeyError`) naming the known entries and the closest ones.
+        """
         try:
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise KeyError(f"Unknown {self.kind} {name!r}. Known {self.kind}s: {known}.") from None
+            raise UnknownNameError(
+                f"Unknown {self.kind} {name!r}{did_you_mean(str(name), self._entries)}. Known {self.kind}s: {known}."
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
