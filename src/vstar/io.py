@@ -124,9 +124,38 @@ def load_split(source: str | Path, split: str, config: str = "default", revision
 
     path = Path(source)
     if path.is_dir():
-        tables = [pq.read_table(str(f)) for f in _local_data_files(path, config, split)]
-        return Dataset(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        return Dataset.from_file(str(_arrow_copy(_local_data_files(path, config, split))))
     return load_dataset(str(source), name=config, split=split, revision=revision)
+
+
+def _arrow_copy(files: list[Path]) -> Path:
+    """A memory-mapped Arrow copy of Parquet files, keyed on their paths, sizes and modification times.
+
+    Reading Parquet decodes every row into memory, embedded video bytes included; an Arrow file is mapped, so each
+    process holds only the rows it touches, and processes of one launch share the pages. The key changes whenever a
+    file is rewritten, so a directory rebuilt in place never serves old rows.
+    """
+    import hashlib
+
+    from datasets import config as datasets_config
+
+    key = hashlib.sha1()
+    for file in files:
+        stat = file.stat()
+        key.update(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    cache = Path(datasets_config.HF_DATASETS_CACHE) / "vstar-arrow"
+    target = cache / f"{key.hexdigest()}.arrow"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    schema = pq.read_schema(str(files[0]))
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for file in files:
+            for batch in pq.ParquetFile(str(file)).iter_batches(batch_size=256):
+                writer.write_batch(batch)
+    os.replace(tmp, target)
+    return target
 
 
 def dataset_splits(directory: str | Path, config: str = "default") -> list[str]:
@@ -155,6 +184,74 @@ def dataset_info_yaml(directory: str | Path, features: Features, counts: Mapping
     card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
     return card_data.to_dict()["dataset_info"]
+
+
+class SourceRows(Mapping):
+    """The rows of a source split by id, read from Arrow one at a time, `ClassLabel` indices as class names.
+
+    Only the ids live in Python; a row (with its video bytes, for sources that embed them) is read when it is asked
+    for, so a split of a million embedded clips costs each process its id index, not its bytes.
+
+    Args:
+        dataset: the split (`datasets.Dataset`), e.g. from `load_split` and `vstar.subsets.select_subset`.
+    """
+
+    def __init__(self, dataset):
+        from collections import Counter
+
+        from datasets import ClassLabel
+
+        self.dataset = dataset
+        ids = list(dataset["id"])  # one column, read through any row selection
+        self._position = {clip_id: i for i, clip_id in enumerate(ids)}
+        if len(self._position) != len(ids):
+            repeated = [clip_id for clip_id, n in Counter(ids).items() if n > 1]
+            raise ValueError(
+                f"The split has {len(repeated)} repeated ids (e.g. {repeated[:3]}): ids must be unique. "
+                "Rebuild the source dataset with `vstar build`."
+            )
+        self._class_names = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
+
+    def _named(self, row: dict[str, Any]) -> dict[str, Any]:
+        for column, vocabulary in self._class_names.items():
+            if isinstance(row.get(column), int):
+                row[column] = vocabulary[row[column]]
+        return row
+
+    def __getitem__(self, clip_id: str) -> dict[str, Any]:
+        return self._named(self.dataset[self._position[clip_id]])
+
+    def __iter__(self):
+        return iter(self._position)
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def __contains__(self, clip_id: object) -> bool:
+        return clip_id in self._position
+
+    def video(self, clip_id: str) -> Any:
+        """The `video` entry of one row (path and/or bytes), read now."""
+        return self.dataset[self._position[clip_id]]["video"]
+
+    def lazy_row(self, clip_id: str) -> dict[str, Any]:
+        """A row whose `video` is a function reading the entry when the clip is decoded."""
+        import functools
+
+        row = self[clip_id]
+        row["video"] = functools.partial(self.video, clip_id)
+        return row
+
+    def lazy_rows(self) -> list[dict[str, Any]]:
+        """Every row in order, each with a lazily read `video` (see `lazy_row`)."""
+        import functools
+
+        columns = [c for c in self.dataset.column_names if c != "video"]
+        rows = self.dataset.select_columns(columns).to_list()
+        for row in rows:
+            self._named(row)
+            row["video"] = functools.partial(self.video, row["id"])
+        return rows
 
 
 def rows_with_class_names(dataset) -> list[dict[str, Any]]:
