@@ -69,6 +69,44 @@ def test_prompts_are_overridable(tmp_path):
         get_task("action_recognition", prompts={"no_such_prompt": "x"})
 
 
+def test_missing_prompt_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "my_questions.txt"
+    with pytest.raises(FileNotFoundError, match="my_questions.txt"):
+        get_task("action_recognition", prompts={"questions": str(missing)})
+    with pytest.raises(FileNotFoundError, match="direct_prompt.txt"):
+        get_task("action_recognition", prompts={"direct": "prompts/direct_prompt.txt"})
+
+
+def test_question_files_skip_comment_lines(tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("# Questions for my clips\nWhat happens?\n  # indented comment\n\nWho moves?\n", encoding="utf-8")
+    questions = get_task("action_recognition", prompts={"questions": str(pool)}).questions
+    assert questions == ["What happens?", "Who moves?"]
+    inline = get_task("action_recognition", prompts={"questions": "# from the recipe\nWhat happens?\nWho moves?"})
+    assert inline.questions == ["What happens?", "Who moves?"]
+    pool.write_text("# only a comment\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no questions"):
+        get_task("action_recognition", prompts={"questions": str(pool)})
+
+
+@pytest.mark.parametrize(
+    ("key", "template", "message"),
+    [
+        ("direct", "Explain the video step by step.", "lacks {question}"),
+        ("rationalization", "Question: {question}\nExplain.", "lacks {hint}"),
+        ("rationalization", "Question: {question}\nAnswer: {hnt}.", "unknown {hnt}"),
+        ("direct", "Question: {question", "not a valid template"),
+    ],
+)
+def test_templates_are_checked_for_their_fields(tmp_path, key, template, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_task("action_recognition", prompts={key: template})
+    path = tmp_path / f"{key}.txt"
+    path.write_text(template, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        get_task("action_recognition", prompts={key: str(path)})
+
+
 def test_direct_and_rationalization_prompts_follow_the_paper():
     task = get_task("action_quality")
     assert task.direct_prompt("What dive?") == (
@@ -178,3 +216,81 @@ def test_k700_qualifier_classes(k700):
     assert task.verify("Answer: opening a bottle of beer", {"label": "opening bottle (not wine)"}).passed
     assert not task.verify("Answer: opening a bottle of wine", {"label": "opening bottle (not wine)"}).passed
     assert not task.verify("Answer: hugging a baby", {"label": "hugging (not baby)"}).passed
+
+
+def test_load_task_reads_options_in_every_form():
+    from vstar.tasks.base import load_task
+
+    assert load_task("action_recognition", None).classes is None
+    assert load_task("action_recognition", "").classes is None
+    assert load_task("action_recognition", '{"classes": ["yoga"]}').classes == ["yoga"]
+    assert load_task("action_recognition", {"classes": ["yoga"], "threshold": 80}).verifier.threshold == 80
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_task("action_recognition", "{classes: [yoga]}")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_task("action_recognition", '["yoga"]')
+    with pytest.raises(ValueError, match="no option 'clases'.*classes"):
+        load_task("action_recognition", {"clases": ["yoga"]})
+
+
+def _kinetics_source(shared_data: Path, root: Path) -> Path:
+    """A source dataset of the Kinetics sample annotations with the 700 class names as its `ClassLabel`."""
+    import csv
+
+    from datasets import ClassLabel
+
+    from vstar.io import split_file, write_parquet
+    from vstar.schema import source_features
+
+    names = [n.strip() for n in (shared_data / "kinetics" / "k700_labels.txt").read_text().splitlines() if n.strip()]
+    with open(shared_data / "kinetics" / "kinetics_sample.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    features = source_features({"label": ClassLabel(names=names)})
+    rows = [
+        {"id": f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}",
+         "video": {"path": f"{r['youtube_id']}.mp4", "bytes": None}, "start": None, "end": None,
+         "source": "kinetics700", "split": "validation", "label": r["label"]}
+        for r in records
+    ]  # fmt: skip
+    write_parquet(root / split_file("validation"), rows, features)
+    return root
+
+
+def test_kinetics_vocabulary_comes_from_the_class_label(shared_data, tmp_path):
+    from vstar.evaluate.run import score_answers
+    from vstar.stages import StageData
+
+    source = _kinetics_source(shared_data, tmp_path / "k700")
+    rows, task = StageData(dataset=str(source), split="validation", task="action_recognition").load()
+    assert len(task.classes) == 700 and len(rows) == 200
+    # The issue's example: without a setting, the near miss is rejected.
+    verdict = task.verify("Four thick strings.\nAnswer: playing bass guitar", {"label": "playing guitar"})
+    assert verdict.fields["label"].reason == "near_miss"
+    # Without the vocabulary (before the class names were passed on) the same answer passed.
+    assert get_task("action_recognition").verify("Answer: playing bass guitar", {"label": "playing guitar"}).passed
+
+    def words(name: str) -> set[str]:
+        return set(re.sub(r"\(.*\)", "", name).split())
+
+    pairs = [(a, b) for a in task.classes for b in task.classes if a != b and words(a) < words(b)]
+    free = get_task("action_recognition")
+    rejected_free = sum(not free.verify(f"The clip is clear.\nAnswer: {b}", {"label": a}).passed for a, b in pairs)
+    rejected = sum(not task.verify(f"The clip is clear.\nAnswer: {b}", {"label": a}).passed for a, b in pairs)
+    assert (rejected_free, rejected, len(pairs)) == (2, 16, 16)
+    # Predictions are classes of the vocabulary (or unparsed), so per-class metrics are over classes.
+    labels = [r["label"] for r in rows[:6]]
+    answers = {
+        rows[0]["id"]: f"Answer: {labels[0].upper()}",
+        rows[1]["id"]: f"So the person is {labels[1]}, clearly.",
+        rows[2]["id"]: "Answer: playing bass guitar",
+        rows[3]["id"]: "Answer: something with the hands",
+        rows[4]["id"]: f"Answer: {labels[4]} or playing bass guitar",
+        rows[5]["id"]: f"Answer: {labels[5]}",
+    }
+    results = score_answers(rows[:6], answers, task)
+    predicted = [p["prediction"]["label"] for p in results["predictions"]]
+    assert predicted == [labels[0], labels[1], "playing bass guitar", None, None, labels[5]]
+    metrics = results["metrics"]
+    assert set(metrics["per_class_accuracy"]) <= set(task.classes)
+    assert all(c["prediction"] in task.classes for c in metrics["confusions"])
+    assert metrics["unparsed_rate"] == pytest.approx(2 / 6)

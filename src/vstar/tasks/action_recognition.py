@@ -94,6 +94,7 @@ class ActionRecognitionTask(Task):
 
     name = "action_recognition"
     label_fields = ("label",)
+    class_column = "label"  # a `ClassLabel` there gives the vocabulary
     question_pool = "action_recognition_questions"
 
     def __init__(

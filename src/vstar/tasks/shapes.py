@@ -29,6 +29,7 @@ class ShapesTask(Task):
 
     name = "shapes"
     label_fields = ("label", "speed")
+    class_column = "label"  # a `ClassLabel` there gives the vocabulary
     question_pool = "shapes_questions"
 
     def __init__(
