@@ -217,14 +217,17 @@ class CycleRunner:
         return stats
 
     def _train(self, stage: str, dataset: str, output: Path, start: ModelRef, max_steps: int | None = None):
+        from vstar.train.sft import (
+            latest_checkpoint,
+            read_train_summary,
+            remove_dir,
+            remove_incomplete_checkpoints,
+            training_identity,
+        )
+
         if self.state.done(stage):
             return self.state.result(stage)
         partial = output.with_name(output.name + ".partial")
-        # A run killed while training left its checkpoints (with `save_strategy: steps`): training continues from
-        # the newest one. Anything else in the partial directory is unfinished work of unknown state.
-        if is_main_process() and not any(partial.glob("checkpoint-*")):
-            shutil.rmtree(partial, ignore_errors=True)
-        wait_for_everyone()
         config = copy.deepcopy(self.train_config)
         config.output_dir = str(partial)
         config.dataset, config.dataset_config, config.dataset_split = dataset, "default", "train"
@@ -232,15 +235,47 @@ class CycleRunner:
         config.resume_from_checkpoint = "last"
         if max_steps is not None:
             config.max_steps = max_steps
-        self._backend = None  # free the generation model's memory while training
-        summary = train(config)
+        identity = json.loads(json.dumps(training_identity(config)))
+
+        def ours(summary: dict[str, Any] | None) -> bool:
+            return summary is not None and summary.get("trained", identity) == identity
+
+        # A kill can land anywhere below; what it leaves is repaired here, so the same command always completes:
+        # - the partial directory holds the finished model (`train_summary.json` is written last): only the
+        #   cleanup and the rename are left;
+        # - the model directory holds it and the partial directory is gone: only the state mark is left;
+        # - the partial directory holds complete checkpoints (`save_strategy: steps`): training continues from
+        #   the newest; incomplete ones (killed while written or deleted) are removed;
+        # - anything else in the partial directory is unfinished work of unknown state.
+        finished = None
         if is_main_process():
-            for checkpoint in partial.glob("checkpoint-*"):  # only for resuming; the model is the final weights
-                shutil.rmtree(checkpoint)
-            shutil.rmtree(output, ignore_errors=True)
+            if ours(read_train_summary(partial)):
+                finished = read_train_summary(partial)
+            elif not partial.exists() and ours(read_train_summary(output)):
+                finished = read_train_summary(output)
+            elif read_train_summary(partial) is not None:
+                remove_dir(partial)  # another training's finished model
+            else:
+                remove_incomplete_checkpoints(partial, config.save_only_model)
+                if latest_checkpoint(partial, "last", config.save_only_model) is None:
+                    remove_dir(partial)
+            if finished is not None:
+                logger.info("%s finished training before the run stopped; completing it.", partial.name)
+        summary = broadcast_from_main(finished)
+        if summary is None:
+            self._backend = None  # free the generation model's memory while training
+            summary = train(config)
+        if is_main_process() and partial.exists():
+            # Checkpoints are only for resuming; the model is the final weights. Each removal is a rename first,
+            # so a kill leaves every checkpoint whole or hidden, never half deleted under its name.
+            for checkpoint in partial.glob("checkpoint-*"):
+                remove_dir(checkpoint)
+            for leftover in partial.glob(".removing-*"):
+                shutil.rmtree(leftover)
+            remove_dir(output)
             partial.rename(output)
         wait_for_everyone()
-        summary["output_dir"] = str(output)
+        summary = {**summary, "output_dir": str(output)}
         self.state.mark(stage, summary)
         return summary
 

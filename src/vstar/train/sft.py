@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,22 +118,151 @@ def load_instruction_rows(config: VStarSFTConfig):
     return dataset
 
 
-def latest_checkpoint(output_dir: str | Path, resume_from_checkpoint: str | None) -> str | None:
+# A checkpoint's weights: safetensors or bin, whole or sharded (with an index), of an adapter or a model; FSDP's
+# sharded state and DeepSpeed's own folder hold them too.
+CHECKPOINT_WEIGHTS = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+CHECKPOINT_WEIGHT_DIRS = ("pytorch_model_fsdp_*", "global_step*")
+CHECKPOINT_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
+CHECKPOINT_OPTIMIZER_DIRS = ("optimizer_0", "global_step*")
+TRAIN_SUMMARY = "train_summary.json"
+REMOVING_PREFIX = ".removing-"
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    step = path.name.removeprefix("checkpoint-")
+    return int(step) if path.name.startswith("checkpoint-") and step.isdigit() and path.is_dir() else None
+
+
+def _has_weights(checkpoint: Path) -> bool:
+    for name in CHECKPOINT_WEIGHTS:
+        path = checkpoint / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return True
+        try:  # a sharded checkpoint is whole only with every shard its index names
+            shards = set(json.loads(path.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        if all((checkpoint / shard).is_file() for shard in shards):
+            return True
+    return any(d.is_dir() for pattern in CHECKPOINT_WEIGHT_DIRS for d in checkpoint.glob(pattern))
+
+
+def incomplete_reason(checkpoint: str | Path, save_only_model: bool = False) -> str | None:
+    """Why a `checkpoint-*` folder cannot be resumed from, or `None` when it is complete.
+
+    The Trainer writes the weights, then the optimizer, scheduler and RNG states, and `trainer_state.json` last;
+    removing a folder (its own rotation, or the cleanup after training) deletes files in any order. So a folder
+    is complete only with a readable `trainer_state.json`, its weights and, unless the run saves only the model,
+    its optimizer state.
+
+    Args:
+        checkpoint: the checkpoint folder.
+        save_only_model: the run saves no optimizer state (`save_only_model: true`).
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "no readable trainer_state.json"
+    if not _has_weights(checkpoint):
+        return "no weights"
+    if not save_only_model and not (
+        any((checkpoint / name).is_file() for name in CHECKPOINT_OPTIMIZER)
+        or any(d.is_dir() for pattern in CHECKPOINT_OPTIMIZER_DIRS for d in checkpoint.glob(pattern))
+    ):
+        return "no optimizer state"
+    return None
+
+
+def remove_dir(path: str | Path) -> None:
+    """Delete a folder so that a kill at any instant leaves it either whole under its name or gone from it.
+
+    The folder is first renamed to a hidden `.removing-*` name (atomic), then deleted; what a kill during the
+    deletion leaves is deleted by the next call for the same path (or by `remove_incomplete_checkpoints`).
+    """
+    path = Path(path)
+    doomed = path.with_name(f"{REMOVING_PREFIX}{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)  # left by a kill during an earlier removal
+    if not path.exists():
+        return
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
+def remove_incomplete_checkpoints(output_dir: str | Path, save_only_model: bool = False) -> list[str]:
+    """Delete the `checkpoint-*` folders of `output_dir` that a kill left incomplete; returns their names.
+
+    Args:
+        output_dir: the training output directory.
+        save_only_model: the run saves no optimizer state.
+    """
+    output_dir = Path(output_dir)
+    removed = []
+    for leftover in output_dir.glob(f"{REMOVING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        if _checkpoint_step(checkpoint) is None:
+            continue
+        reason = incomplete_reason(checkpoint, save_only_model)
+        if reason is not None:
+            logger.warning("Removing %s (%s): the run was stopped while writing or deleting it.", checkpoint, reason)
+            remove_dir(checkpoint)
+            removed.append(checkpoint.name)
+    return removed
+
+
+def latest_checkpoint(
+    output_dir: str | Path, resume_from_checkpoint: str | None, save_only_model: bool = False
+) -> str | None:
     """The checkpoint to resume from: a given path, or with `last` the newest complete `checkpoint-*` in `output_dir`.
 
-    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short by a kill.
+    Args:
+        output_dir: the training output directory.
+        resume_from_checkpoint: `last`, a checkpoint path (returned as it is), or `None`.
+        save_only_model: the run saves no optimizer state (see `incomplete_reason`).
     """
     if resume_from_checkpoint != "last":
         return resume_from_checkpoint
-    candidates = [d for d in Path(output_dir).glob("checkpoint-*") if d.name.split("-")[-1].isdigit()]
-    for checkpoint in sorted(candidates, key=lambda d: int(d.name.split("-")[-1]), reverse=True):
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            logger.warning("Skipping %s: the run stopped while writing it.", checkpoint)
+    steps = {d: _checkpoint_step(d) for d in Path(output_dir).glob("checkpoint-*")}
+    for checkpoint in sorted((d for d, step in steps.items() if step is not None), key=steps.get, reverse=True):
+        reason = incomplete_reason(checkpoint, save_only_model)
+        if reason is not None:
+            logger.warning("Skipping %s (%s): the run stopped while writing or deleting it.", checkpoint, reason)
             continue
         return str(checkpoint)
     return None
+
+
+def read_train_summary(output_dir: str | Path) -> dict[str, Any] | None:
+    """The summary `train` writes last into `output_dir` (so the final model there is whole), or `None`."""
+    try:
+        summary = json.loads((Path(output_dir) / TRAIN_SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def training_identity(config: VStarSFTConfig) -> dict[str, Any]:
+    """What a finished model was trained from and how: a summary whose identity differs is another training's."""
+    return {
+        "model_name_or_path": config.model_name_or_path,
+        "init_adapter": config.init_adapter,
+        "dataset": config.dataset,
+        "finetuning": config.finetuning,
+        "learning_rate": config.learning_rate,
+        "max_steps": config.max_steps,
+        "num_train_epochs": config.num_train_epochs,
+        "seed": config.seed,
+    }
 
 
 def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
@@ -143,13 +273,19 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         train_dataset: rows to train on; loaded from `config.dataset` when not given.
 
     Returns:
-        `{"output_dir", "train_loss", "global_step", "num_rows"}`.
+        `{"output_dir", "train_loss", "global_step", "num_rows", "resumed_from", "trained"}` (also written to
+        `output_dir/train_summary.json`, last).
     """
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor, set_seed
     from trl import SFTTrainer
+
+    from vstar.distributed import is_main_process
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    # Seed before anything draws random numbers: the LoRA weights are initialised when the adapter is created,
+    # before the Trainer seeds, so without this two runs with one seed start from different adapters.
+    set_seed(config.seed)
     processor = AutoProcessor.from_pretrained(config.model_name_or_path)
     dataset = train_dataset if train_dataset is not None else load_instruction_rows(config)
     model = load_model_for_training(config)
@@ -162,7 +298,10 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         ),
         processing_class=processor,
     )
-    checkpoint = latest_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    if config.resume_from_checkpoint == "last" and is_main_process():
+        # Every process then picks the same newest complete checkpoint, whether or not this has finished.
+        remove_incomplete_checkpoints(config.output_dir, config.save_only_model)
+    checkpoint = latest_checkpoint(config.output_dir, config.resume_from_checkpoint, config.save_only_model)
     if checkpoint:
         logger.info("Resuming training from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -174,10 +313,14 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         "global_step": int(result.global_step),
         "num_rows": len(dataset),
         "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "trained": training_identity(config),
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        # Written last and atomically: its presence says the final model in `output_dir` is whole.
+        tmp = output_dir / f".{TRAIN_SUMMARY}.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(output_dir / TRAIN_SUMMARY)
     logger.info(
         "Trained %d steps on %d rows, loss %.4f -> %s",
         summary["global_step"],
