@@ -78,3 +78,17 @@ def test_rejections_carry_a_reason(reason_case):
         verdict = run_case(case)
         field = verdict.fields["label"]
         assert not field.passed and field.reason != "match" and field.detail
+
+
+def test_hedged_conclusions_fail_as_hedged():
+    # "hedge" kinds offer alternatives (two classes, two scores, a second estimate): each fails with reason
+    # `hedged`, and the look-alikes that commit to one answer pass.
+    cases = load_cases()
+    hedges = [c for c in cases if "hedge" in c["kind"] and c["expect"] == "reject"]
+    look_alikes = [c for c in cases if c["kind"].startswith("not_a_hedge")]
+    assert len(hedges) >= 40 and len(look_alikes) >= 14
+    for case in hedges:
+        verdict = run_case(case)
+        assert any(f.reason == "hedged" for f in verdict.fields.values()), (case["answer"], verdict.reason)
+    for case in look_alikes:
+        assert run_case(case).passed, (case["answer"], run_case(case).reason)

@@ -234,12 +234,15 @@ class Conclusion:
         text: the conclusion (the designated answer, else the last conclusive sentence); "" if none.
         designated: whether it came from a final-answer marker.
         whole: the bounded answer text.
+        after: what the answer says after its conclusion (pleasantries dropped), where a second answer may be
+            offered ("Answer: 70.5\nA second estimate would be 61.5").
     """
 
     text: str
     designated: bool = False
     whole: str = ""
     _earlier: list[str] | None = field(default=None, repr=False)
+    after: str = ""
 
     def earlier(self) -> list[str]:
         """Sentences before the conclusion, nearest first, to fall back on when it states nothing usable."""
@@ -267,8 +270,8 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def _designated(text: str) -> str | None:
-    """The content of the last final-answer marker, or None."""
+def _designated(text: str) -> tuple[str, int] | None:
+    """The content of the last final-answer marker and where it ends, or None."""
     # Regexes run only around occurrences of marker words, last first: most answers have one, at the end.
     low = text.lower()
     hits: list[int] = []
@@ -297,24 +300,27 @@ def _designated(text: str) -> str | None:
         for b in _SENTENCE_END_RE.finditer(text, lo, best_inline.start()):
             start = b.end()
         stop = _SENTENCE_END_RE.search(text, best_inline.end())
-        content = text[start : stop.end() if stop is not None else len(text)]
-        return content.strip()[:MAX_CONCLUSION_CHARS]
+        end = stop.end() if stop is not None else len(text)
+        return text[start:end].strip()[:MAX_CONCLUSION_CHARS], end
     assert best_line is not None
     end = text.find("\n", best_line.end())
     if best_line.group(0).endswith("\n"):
         end = best_line.end() - 1
     line = text[best_line.end() : end if end >= 0 else len(text)].strip(" \t*_")
     if line.strip():
-        return line.strip()[:MAX_CONCLUSION_CHARS]
+        return line.strip()[:MAX_CONCLUSION_CHARS], end if end >= 0 else len(text)
     # A heading-like marker ("### Final answer"): the content is the following lines up to a blank line.
     lines: list[str] = []
+    position = end + 1 if end >= 0 else len(text)
     for raw in text[end + 1 :].split("\n", 8)[:8] if end >= 0 else []:
         if not raw.strip():
             if lines:
                 break
+            position += len(raw) + 1
             continue
         lines.append(raw.strip(" \t*_-"))
-    return "\n".join(lines)[:MAX_CONCLUSION_CHARS] if lines else ""
+        position += len(raw) + 1
+    return ("\n".join(lines)[:MAX_CONCLUSION_CHARS] if lines else ""), min(position, len(text))
 
 
 # Tails tried in turn: the conclusion and the few sentences before it are usually in the first one.
@@ -340,8 +346,8 @@ def _conclusion_of(text: str) -> Conclusion:
     if not text.strip():
         return Conclusion("", whole=text)
     designated = _designated(text)
-    if designated:
-        return Conclusion(designated, designated=True, whole=text)
+    if designated is not None and designated[0]:
+        return Conclusion(designated[0], designated=True, whole=text, after=_after(text[designated[1] :]))
     # Only the tail can hold the conclusion and the sentences just before it.
     for size in _TAIL_CHARS:
         tail = text if len(text) <= size else text[-size:]
@@ -358,8 +364,26 @@ def _conclusion_of(text: str) -> Conclusion:
         if is_conclusive(kept[k]):
             pick = k
             break
+    while pick > 0 and _OPENS_SECOND_ANSWER_RE.match(kept[pick]):
+        # "... suggest tai chi. Alternatively, it could be yoga.": the second answer is not the conclusion.
+        pick -= 1
     earlier = [s[:MAX_CONCLUSION_CHARS] for s in reversed(kept[max(0, pick - MAX_BACKTRACK_SENTENCES) : pick])]
-    return Conclusion(kept[pick][:MAX_CONCLUSION_CHARS], whole=text, _earlier=earlier)
+    after = " ".join(kept[pick + 1 :])[:MAX_CONCLUSION_CHARS]
+    return Conclusion(kept[pick][:MAX_CONCLUSION_CHARS], whole=text, _earlier=earlier, after=after)
+
+
+_OPENS_SECOND_ANSWER_RE = re.compile(
+    r"(?i)^\W*(?:alternatively|or\b|if\s+not\b|otherwise|(?:an)?other\s+possibility|a\s+second\s+(?:possibility|guess|"
+    r"estimate|option))"
+)
+
+
+def _after(text: str) -> str:
+    """The sentences after a designated answer, pleasantries dropped, bounded."""
+    if not text.strip():
+        return ""
+    kept = [s for s in split_sentences(text[: 2 * MAX_CONCLUSION_CHARS]) if not _PLEASANTRY_RE.match(s)]
+    return " ".join(kept)[:MAX_CONCLUSION_CHARS]
 
 
 def _tail_sentences(sentences: list[str], designated: str) -> list[str]:
@@ -552,11 +576,43 @@ def is_tentative(norm: str) -> bool:
     return bool(_TENTATIVE_RE.search(norm[:MAX_CONCLUSION_CHARS]))
 
 
-_ALTERNATIVE_RE = re.compile(r"(?:\bor\b|/|\bversus\b|\bvs\b)")
+# Phrases that offer a second answer beside the first: "alternatively", "a second estimate", "it could also be".
+_SECOND_ANSWER = (
+    r"alternatively|alternative\s+(?:answer|estimate|reading|interpretation|guess)|"
+    r"(?:an)?other\s+(?:possibility|possible\s+(?:answer|class|action|score|value)|option|estimate|guess|candidate|"
+    r"reading|interpretation)|other\s+possibilities|"
+    r"second\s+(?:estimate|guess|choice|possibility|option|answer|candidate|reading|interpretation|pick)|"
+    r"as\s+(?:a|my)\s+(?:second|backup|fallback)|"
+    r"if\s+not\s*[,:]|if\s+not\s+(?:that|this|it)\b|unless\s+(?:it|this|that)\s+(?:is|was)\b"
+)
+# ... and the same with the weaker "could also be" (not "could also be called X": that names the same answer).
+_SECOND_ANSWER_LOOSE = (
+    _SECOND_ANSWER + r"|(?:could|might|may|can|would)\s+also\s+(?:be|pass\s+as)\b(?!\s+(?:called|described|known|"
+    r"seen|referred|termed|named|written|spelled|spelt|labell?ed|considered\s+as))"
+)
+_SECOND_ANSWER_RE = re.compile(r"\b(?:" + _SECOND_ANSWER + r")")
+_SECOND_ANSWER_LOOSE_RE = re.compile(r"\b(?:" + _SECOND_ANSWER_LOOSE + r")")
+
+
+def offers_second_answer(norm: str, loose: bool = True) -> re.Match[str] | None:
+    """Where normalised text offers a second answer beside its first ("alternatively", "a second estimate",
+    "another possibility is", "if not, ...", "unless it is", and with `loose` "it could also be").
+
+    Args:
+        norm: normalised text (see `normalize_text`).
+        loose: whether "could / might / may also be" counts (it does when the text that follows names an answer).
+    """
+    return (_SECOND_ANSWER_LOOSE_RE if loose else _SECOND_ANSWER_RE).search(norm[:MAX_CONCLUSION_CHARS])
+
+
+_ALTERNATIVE_RE = re.compile(
+    r"(?:\bor\b|/|\bversus\b|\bvs\b|\b(?:possibly|perhaps|maybe)\b|\b(?:" + _SECOND_ANSWER_LOOSE + r"))"
+)
 
 
 def joined_by_alternative(norm: str, end: int, start: int) -> bool:
-    """Whether the text between two mentions offers them as alternatives ("X or Y", "X/Y", "X vs Y").
+    """Whether the text between two mentions offers them as alternatives ("X or Y", "X/Y", "X vs Y", "X, though it
+    could also be Y", "X; another possibility is Y", "X, possibly Y").
 
     Args:
         norm: normalised text.
@@ -793,8 +849,13 @@ def _parse_words(toks: list[tuple[str, int, int]], i: int) -> tuple[float | None
 
 _RANGE_BETWEEN_RE = re.compile(r"^\s*(?:-|–|to|and)\s*$")
 _ALT_BETWEEN_RE = re.compile(
-    r"^\s*,?\s*(?:(?:or|/)(?:\s+(?:maybe|possibly|perhaps|even))?|(?:but\s+)?(?:maybe|possibly|perhaps))\s*$"
+    r"^\s*[,;(\[]?\s*(?:(?:or|/)(?:\s+(?:maybe|possibly|perhaps|even|else|alternatively))?|(?:but\s+)?"
+    r"(?:maybe|possibly|perhaps)|alternatively|otherwise|if\s+not|(?:or\s+)?(?:an?\s+|my\s+)?(?:other|another|second|"
+    r"alternative|different)\s+(?:estimate|guess|value|score|reading|possibility|option|answer)(?:\s+(?:would\s+be|"
+    r"is|of|at|could\s+be))?)\s*[:=,]?\s*(?:about|around|roughly)?\s*$"
 )
+# "70.5 ± 3", "70.5 +/- 3", "70.5 plus or minus 3": a value with an error margin states a range.
+_PLUS_MINUS_RE = re.compile(r"^\s*(?:±|\+/-|\+-|plus\s+or\s+minus)\s*$")
 
 
 def _mark_ranges(text: str, nums: list[NumberSpan]) -> None:
@@ -803,7 +864,10 @@ def _mark_ranges(text: str, nums: list[NumberSpan]) -> None:
         if a.kind not in ("value", "range") or b.kind != "value":
             continue
         between = text[a.end : b.start]
-        if _RANGE_BETWEEN_RE.match(between):
+        if _PLUS_MINUS_RE.match(between):
+            nums[k] = NumberSpan(a.value - b.value, a.start, a.end, "range")
+            nums[k + 1] = NumberSpan(a.value + b.value, b.start, b.end, "range")
+        elif _RANGE_BETWEEN_RE.match(between):
             if between.strip() == "and" and not text[max(0, a.start - 12) : a.start].rstrip().endswith("between"):
                 continue
             nums[k] = NumberSpan(a.value, a.start, a.end, "range")

@@ -9,7 +9,9 @@ then judges them the way a careful reader would:
   ("playing bass guitar" is not "playing guitar": a near miss);
 - a parenthetical qualifier is a constraint: "petting animal (not cat)" accepts petting a dog, rejects petting a
   cat; positive qualifiers ("(sport)", "(in game)") only break ties between classes with the same base;
-- an answer that names several classes, or refuses to commit ("either", "can't tell"), is hedged.
+- an answer that names several classes, or refuses to commit ("either", "can't tell"), is hedged, and so is one
+  that offers a second class beside its answer ("abseiling (or possibly rock climbing)", "abseiling. A second
+  possibility is rock climbing.", "Answer: abseiling\nAlternatively, it could be ...").
 
 Everything that depends on the vocabulary is computed once in the constructor; a verification touches only
 the classes that share a word with the conclusion.
@@ -39,6 +41,7 @@ from vstar.verify.answer import (
     is_noncommittal,
     joined_by_alternative,
     normalize_text,
+    offers_second_answer,
     split_sentences,
     stem,
 )
@@ -77,7 +80,13 @@ EXCLUSION_SYNONYMS: dict[str, tuple[str, ...]] = {
     "gaming": ("game", "videogame", "console"),
 }
 
-_SPAN_BREAK_RE = re.compile(r"[.;!?]\s|,\s*(?:not|but|rather|instead|unlike|or)\b")
+_SPAN_BREAK_RE = re.compile(
+    r"[.;!?]\s|,\s*(?:not|but|rather|instead|unlike|or)\b|\(\s*(?:or|possibly|perhaps|maybe|alternatively)\b"
+)
+# After the class an answer names, these offer another one ("abseiling (possibly rock climbing)", "... or ...").
+_HEDGE_AFTER_RE = re.compile(r"(?:\bor\b|/|\bpossibly\b|\bperhaps\b|\bmaybe\b)")
+# A later sentence that opens with one of these offers another answer ("Or rock climbing.", "Possibly yoga.").
+_HEDGE_OPENING_RE = re.compile(r"^\W*(?:or|possibly|perhaps|maybe)\b")
 _INNER_NEGATION_RE = re.compile(r"\b(?:not|no|never|nor|neither|than|instead|rather|without|unlike)\b")
 _QUALIFIER_RE = re.compile(r"^(.*?)\s*\(([^()]*)\)\s*$")
 _SPLIT_OR_RE = re.compile(r"\s+or\s+|\s*,\s*")
@@ -132,6 +141,7 @@ class _Reading:
     dominated: dict[int, int]  # class -> the class whose longer mention covered it
     noncommittal: bool
     alternative: bool
+    last_end: int = 0  # where the last positive mention ends (in the normalised text)
 
     @property
     def says_something(self) -> bool:
@@ -212,6 +222,11 @@ class _Index:
             for s in rarest:
                 self.anchor.setdefault(s, []).append(vid)
         self.vocabulary: list[str] = sorted(df)
+        # Each class's own words (all its names), to tell a word of another class in a hedge ("possibly bass").
+        words: list[set[str]] = [set() for _ in self.infos]
+        for v in self.variants:
+            words[v.cls].update(v.primary)
+        self.class_words: list[frozenset[str]] = [frozenset(w) for w in words]
 
     def mentions(self, occ: Mapping[str, list[_Occ]]) -> list[_Mention]:
         candidates: set[int] = set()
@@ -387,6 +402,62 @@ class CategoricalVerifier:
                     self._verbatim[key] = name if known == name else None
         self._extra_cache = lru_cache(maxsize=256)(self._with_extra)
 
+    def _offers_other(self, texts: Sequence[tuple[str, bool]], expected: str | None, target: set[int]) -> bool:
+        """Whether any of the texts after the named class offers another class beside it.
+
+        Args:
+            texts: `(normalised text, opening)`: with `opening` the text is what follows the mention in its own
+                sentence, where "or" / "possibly" introduce an alternative; otherwise it is a later sentence, which
+                must offer a second answer in so many words ("alternatively", "it could also be", "or ...").
+            expected: the label (its index is searched too), or None.
+            target: the ids of the named class in the index space of `expected`.
+        """
+        indexes, _, _ = self._indexes(expected)
+        own = set().union(*(indexes[0].class_words[t] for t in target if t < len(indexes[0].class_words)))
+        for norm, opening in texts:
+            if not norm.strip():
+                continue
+            intro = _HEDGE_AFTER_RE.search(norm) if opening else None
+            if intro is None:
+                intro = _HEDGE_OPENING_RE.search(norm) or offers_second_answer(norm, loose=self._index is not None)
+            if intro is None or is_negated(norm, intro.start(), intro.end()):
+                # "throwing ball (not baseball or American football)": an "or" inside a negation offers nothing.
+                continue
+            tail = norm[intro.end() :]
+            reading, _ = self._read(tail, expected)
+            if any(not target & set(group) for group in reading.positive):
+                return True
+            if self._index is None:
+                # No vocabulary: an explicit second answer that says anything beside the label is a hedge.
+                strict = offers_second_answer(norm, loose=False)
+                if not opening and strict is not None and not reading.positive:
+                    if any(w not in _SKIP for w in _WORD_RE.findall(norm[strict.end() :])):
+                        return True
+                continue
+            words = {stem(w) for w in _WORD_RE.findall(tail) if w not in _SKIP}
+            if any(words & (c - own) for i, c in enumerate(self._index.class_words) if i not in target):
+                return True
+        return False
+
+    def _hedge_texts(self, conclusion: Conclusion, piece: str, reading: _Reading | None) -> list[tuple[str, bool]]:
+        """What an answer says after the class it names: the rest of its sentence, later sentences, the tail."""
+        texts: list[tuple[str, bool]] = []
+        if reading is not None and piece:
+            texts.append((normalize_text(piece)[reading.last_end :], True))
+        if conclusion.designated and piece:
+            pieces = split_sentences(conclusion.text)[:4]
+            if piece in pieces:
+                texts.extend((normalize_text(p), False) for p in pieces[pieces.index(piece) + 1 :])
+        if conclusion.after:
+            texts.append((normalize_text(conclusion.after), False))
+        return texts
+
+    def _target(self, expected: str) -> set[int]:
+        """The id of the expected class in the index space that `_indexes(expected)` searches."""
+        if expected in self._class_ids:
+            return {self._class_ids[expected]}
+        return {len(self._indexes(expected)[1]) - 1}
+
     def _single_index(self, name: str) -> _Index:
         return _Index([name], self.aliases)
 
@@ -471,7 +542,7 @@ class CategoricalVerifier:
             m = mentions[0]
             after, before = clause_after(norm, m.end), clause_before(norm, m.start)
             alternative = bool(_OR_AFTER_RE.search(after) or _OR_BEFORE_RE.search(before))
-            return _Reading([[m.cls]], set(), set(), {}, is_noncommittal(norm), alternative)
+            return _Reading([[m.cls]], set(), set(), {}, is_noncommittal(norm), alternative, m.end)
         dominated: dict[int, int] = {}
 
         # Overlapping mentions cannot both be meant: more words win, then more words named literally ("petting a
@@ -530,13 +601,17 @@ class CategoricalVerifier:
         claims.sort(key=lambda c: c[1])
         alternative = False
         if len(claims) >= 2:
-            alternative = any(joined_by_alternative(norm, a[2], b[1]) for a, b in zip(claims, claims[1:]))
+            # "X or Y", "X, though it could also be Y", and "X, with Y as a second guess".
+            alternative = any(joined_by_alternative(norm, a[2], b[1]) for a, b in zip(claims, claims[1:])) or bool(
+                offers_second_answer(norm[claims[-1][2] :])
+            )
         elif claims:
             # "X or Y" where Y is outside the vocabulary.
             after, before = clause_after(norm, claims[0][2]), clause_before(norm, claims[0][1])
             alternative = bool(_OR_AFTER_RE.search(after) or _OR_BEFORE_RE.search(before))
         merged = [c[0] for c in claims]
-        return _Reading(merged, negated, violated, dominated, is_noncommittal(norm), alternative)
+        last_end = max((c[2] for c in claims), default=0)
+        return _Reading(merged, negated, violated, dominated, is_noncommittal(norm), alternative, last_end)
 
     def _decide(self, conclusion: Conclusion, expected: str | None) -> tuple[_Reading, list[str], str]:
         """Read the conclusion sentence by sentence; fall back on earlier sentences if it names nothing.
@@ -580,9 +655,16 @@ class CategoricalVerifier:
             return text or None
         key = _verbatim_key(conclusion.text.strip(" \t*_.!")) if conclusion.text else None
         if key and self._verbatim.get(key):
-            return self._verbatim[key]
-        reading, names, _ = self._decide(conclusion, None)
+            name = self._verbatim[key]
+            if conclusion.after and self._offers_other(
+                self._hedge_texts(conclusion, "", None), None, {self._class_ids[name]}
+            ):
+                return None
+            return name
+        reading, names, piece = self._decide(conclusion, None)
         if reading.noncommittal or reading.alternative or len(reading.positive) != 1:
+            return None
+        if self._offers_other(self._hedge_texts(conclusion, piece, reading), None, set(reading.positive[0])):
             return None
         return names[reading.positive[0][0]]
 
@@ -602,9 +684,15 @@ class CategoricalVerifier:
         conclusion = find_conclusion(answer)
         key = _verbatim_key(conclusion.text.strip(" \t*_.!")) if conclusion.text else None
         if key is not None and (key == _expected_key(expected) or self._verbatim.get(key) == expected):
-            return FieldVerdict(name, True, expected, expected, "match", f"The conclusion names {expected!r}.")
+            if not conclusion.after or not self._offers_other(
+                self._hedge_texts(conclusion, "", None), expected, self._target(expected)
+            ):
+                return FieldVerdict(name, True, expected, expected, "match", f"The conclusion names {expected!r}.")
+            return FieldVerdict(
+                name, False, expected, expected, "hedged", f"The answer offers another class after {expected!r}."
+            )
         reading, names, piece = self._decide(conclusion, expected)
-        target = {self._class_ids[expected]} if expected in self._class_ids else {len(names) - 1}
+        target = self._target(expected)
         snippet = piece.strip()[:200] or None
         groups = reading.positive
         found = "; ".join(names[g[0]] for g in groups) or snippet
@@ -623,6 +711,8 @@ class CategoricalVerifier:
             if reading.alternative:
                 return verdict(False, "hedged", f"The conclusion offers {found!r} as one of alternatives.")
             if target & set(groups[0]):
+                if self._offers_other(self._hedge_texts(conclusion, piece, reading), expected, target):
+                    return verdict(False, "hedged", f"The answer offers another class beside {expected!r}.")
                 return verdict(True, "match", f"The conclusion names {expected!r}.")
             if target & reading.violated:
                 return verdict(False, "qualifier", f"The conclusion names {found!r}, excluded by {expected!r}.")

@@ -3,7 +3,8 @@
 Only the stated final value counts: the number attached to a keyword ("final score: 65.6", "a difficulty of
 3.2") in the conclusion, else the last sentence that states one, else the single number of the conclusion.
 Numbers may be digits, words or fractions ("sixty-five point six", "3½"). A conclusion that gives a range
-("between 60 and 70"), alternatives ("65 or 70") or two different values is rejected, and so is an answer that
+("between 60 and 70", "65 ± 3"), alternatives ("65 or 70", "70.5 (or 61.5)", "70.5; a second estimate: 61.5")
+or two different values is rejected, and so is an answer that
 states no number (the official verifier crashed on those).
 
 ```python
@@ -26,6 +27,8 @@ from vstar.verify.answer import (
     find_conclusion,
     find_numbers,
     is_negated,
+    normalize_text,
+    offers_second_answer,
     prepare_numeric_text,
     split_sentences,
 )
@@ -194,6 +197,23 @@ class NumericVerifier:
                 break
         return None
 
+    def _second_value(self, answer: object, keywords: Sequence[str]) -> str | None:
+        """A sentence after the conclusion that offers a second value ("A second estimate of the score: 61.5")."""
+        after = find_conclusion(answer).after
+        if not after:
+            return None
+        patterns = self._patterns(keywords)
+        for sentence in split_sentences(after)[:6]:
+            if offers_second_answer(normalize_text(sentence)) is None:
+                continue
+            piece = prepare_numeric_text(sentence)
+            if patterns:
+                if self._attached(piece, patterns) is not None:
+                    return sentence.strip()[:200]
+            elif any(n.kind in _USABLE and not self._counts_other(piece, n) for n in find_numbers(piece)):
+                return sentence.strip()[:200]
+        return None
+
     # -- public API ---------------------------------------------------------------------------------------------
 
     def parse(self, answer: str, keywords: Sequence[str] = ()) -> float | None:
@@ -208,6 +228,8 @@ class NumericVerifier:
             return None
         values = {round(n.value, 9) for n in reading.values}
         if len(values) != 1 or any(n.kind != "value" for n in reading.values):
+            return None
+        if self._second_value(answer, keywords) is not None:
             return None
         return values.pop()
 
@@ -258,6 +280,9 @@ class NumericVerifier:
         if len(distinct) > 1:
             return FieldVerdict(name, False, exp, found, "conflict", f"The conclusion states several values: {found}.")
         value = distinct[0]
+        second = self._second_value(answer, keywords)
+        if second is not None:
+            return FieldVerdict(name, False, exp, found, "hedged", f"The answer offers a second value: {second!r}.")
         if self.within(value, expected_f):
             return FieldVerdict(name, True, exp, found, "match", f"{found} is within tolerance of {exp}.")
         return FieldVerdict(name, False, exp, found, "out_of_tolerance", f"{found} is not within tolerance of {exp}.")

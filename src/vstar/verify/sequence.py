@@ -83,15 +83,31 @@ def parse_items(text: str) -> list[Item]:
     Args:
         text: any text ("Inward, 3.5 Soms.Tuck, Entry", "a back dive with one and a half twists ...").
     """
-    return list(_parse_items(text))
+    return list(_parse_items(text)[0])
+
+
+def is_hedged_sequence(text: str) -> bool:
+    """Whether a text offers alternative sub-actions ("3.5 Soms.Tuck or 3.5 Soms.Pike", "Inward (or Back)",
+    "2.5 or 3.5 somersaults", "pike or tuck").
+
+    Args:
+        text: any text.
+    """
+    return _parse_items(text)[1]
+
+
+# Between two items: a connector that offers the second instead of the first.
+_ALTERNATIVE_ITEM_RE = re.compile(r"\b(?:or|possibly|perhaps|maybe|alternatively|otherwise)\b|/")
 
 
 @lru_cache(maxsize=1024)
-def _parse_items(text: str) -> tuple[Item, ...]:
+def _parse_items(text: str) -> tuple[tuple[Item, ...], bool]:
+    """The canonical items of a text and whether it offers alternatives between them."""
     prepared = prepare_numeric_text(text)
     # "Soms.Tuck", "Arm.Back": a dot between letters separates words.
     prepared = re.sub(r"(?<=[a-z])\.(?=[a-z])", " ", prepared)
     numbers = [n for n in find_numbers(prepared) if n.kind in ("value", "range", "alternative")]
+    hedged = any(n.kind == "alternative" for n in numbers)
     tokens: list[tuple[str, object, int, int]] = []
     covered = [(n.start, n.end) for n in numbers]
     for n in numbers:
@@ -108,31 +124,45 @@ def _parse_items(text: str) -> tuple[Item, ...]:
             break
     tokens.sort(key=lambda t: t[2])
     items: list[Item] = []
+    ends: list[int] = []  # where each item ends, to read the words between it and the next
     i = 0
     n = len(tokens)
+
+    def add(item: Item, start: int, end: int) -> None:
+        nonlocal hedged
+        if ends:
+            between = prepared[ends[-1] : start]
+            if len(between) < 40 and _ALTERNATIVE_ITEM_RE.search(between) and not re.search(r"\bnot\b", between):
+                hedged = True
+        if item[0] == "som" and item[2] == "?":
+            hedged = True
+        items.append(item)
+        ends.append(end)
+
     while i < n and len(items) < MAX_ITEMS:
         kind, value, start, end = tokens[i]
         if kind == "num":
             item, j = _count_item(tokens, i)
             if item is not None:
                 if not is_negated(prepared, start, tokens[j - 1][3]):
-                    items.append(item)
+                    add(item, start, tokens[j - 1][3])
                 i = j
                 continue
         elif value in _ARM:
             group = next((tokens[k][1] for k in range(i + 1, min(n, i + 3)) if tokens[k][1] in _GROUPS), None)
             if group is not None and not is_negated(prepared, start, end):
-                items.append(("group", "Arm." + _GROUPS[group]))
-                i = next(k for k in range(i + 1, n) if tokens[k][1] == group) + 1
+                k = next(k for k in range(i + 1, n) if tokens[k][1] == group)
+                add(("group", "Arm." + _GROUPS[group]), start, tokens[k][3])
+                i = k + 1
                 continue
         elif value in _GROUPS:
             if not is_negated(prepared, start, end):
-                items.append(("group", _GROUPS[value]))
+                add(("group", _GROUPS[value]), start, end)
         elif value in _ENTRY or (value == "enter" and i + 1 < n):
             if not is_negated(prepared, start, end) and not (items and items[-1] == ("entry",)):
-                items.append(("entry",))
+                add(("entry",), start, end)
         i += 1
-    return tuple(items)
+    return tuple(items), hedged
 
 
 def _count_item(tokens: list[tuple[str, object, int, int]], i: int) -> tuple[Item | None, int]:
@@ -210,25 +240,27 @@ class SequenceVerifier:
         Args:
             answer: the model's answer.
         """
-        items = self._answer_items(answer)
-        return [item_name(x) for x in items] if items else None
+        items, hedged = self._answer_items(answer)
+        return [item_name(x) for x in items] if items and not hedged else None
 
-    def _answer_items(self, answer: object) -> list[Item]:
+    def _answer_items(self, answer: object) -> tuple[list[Item], bool]:
+        """The items the answer concludes, and whether it offers alternatives among them."""
         conclusion = find_conclusion(answer)
         if not conclusion.text:
-            return []
-        items = parse_items(_sequence_segment(conclusion.text))
+            return [], False
+        items, hedged = _parse_items(_sequence_segment(conclusion.text))
         if items:
-            return items
+            return list(items), hedged
         # The conclusion states only the numbers: the sequence is the last run of sentences that describe one.
-        run: list[list[Item]] = []
+        run: list[tuple[Item, ...]] = []
         for sentence in reversed(split_sentences(conclusion.whole)[-40:]):
-            found = parse_items(_sequence_segment(sentence))
+            found, alternative = _parse_items(_sequence_segment(sentence))
             if found:
                 run.append(found)
+                hedged = hedged or alternative
             elif run:
                 break
-        return [x for found in reversed(run) for x in found]
+        return [x for found in reversed(run) for x in found], hedged
 
     def verify_field(self, answer: str, expected: Sequence[str], name: str = "sub_actions") -> FieldVerdict:
         """Judge the answer's sub-action sequence against the label's, in order.
@@ -239,16 +271,18 @@ class SequenceVerifier:
             name: the label field, reported in the verdict.
 
         Returns:
-            A `FieldVerdict` with reason `match`, `order`, `mismatch` or `no_sequence`.
+            A `FieldVerdict` with reason `match`, `order`, `mismatch`, `hedged` or `no_sequence`.
         """
         if isinstance(expected, str):
             expected = [x.strip() for x in expected.split(",")]
         want = self.expected_items(expected)
         exp_text = ", ".join(str(x) for x in expected)
-        got = self._answer_items(answer)
+        got, hedged = self._answer_items(answer)
         found = ", ".join(item_name(x) for x in got) or None
         if not got:
             return FieldVerdict(name, False, exp_text, None, "no_sequence", "The answer states no sub-actions.")
+        if hedged:
+            return FieldVerdict(name, False, exp_text, found, "hedged", "The answer offers alternative sub-actions.")
         if want and got[-1] != want[-1] and want[-1] in self.optional_last:
             want = want[:-1]
         if got == want:
