@@ -1,9 +1,11 @@
 """Video probing from container metadata, and an order-keeping parallel map with bounded memory.
 
-`probe_video` reads duration, frame rate, size and codec from the container header, decodes one frame at the start
+`probe_video` reads duration, frame rate, size and codec from the container header, decodes the first shown frame
 and demuxes (without decoding) the packets after the last keyframe, so a missing, empty, truncated or undecodable
-file is found without decoding every frame. `parallel_map` runs such work in worker processes while keeping at
-most two batches in flight, so memory stays flat however many clips stream through.
+file is found without decoding every frame. It agrees with `vstar.video`: the pre-roll an MP4 edit list hides is
+not the first frame, a video that starts later or ends earlier than its audio is measured on its own, and a
+transport stream (which states no duration) is as long as its data. `parallel_map` runs such work in worker
+processes while keeping at most two batches in flight, so memory stays flat however many clips stream through.
 
 ```python
 from vstar.sources.probe import probe_video
@@ -20,7 +22,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -31,6 +33,9 @@ R = TypeVar("R")
 
 # Kinds of probe failure, the first word of `VideoProbe.error` (the build report groups skipped rows by it).
 MISSING, EMPTY, TRUNCATED, UNDECODABLE = "missing", "empty", "truncated", "undecodable"
+# Packets fed to the decoder past the first one shown before concluding that nothing decodes: more than any
+# decoder's reordering delay.
+_DECODE_WINDOW = 32
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class VideoProbe:
     """What the container says about a video, or why it cannot be used.
 
     Args:
-        duration: seconds (stream duration, else container duration).
+        duration: seconds of video (the stream's duration, else measured from its last packets).
         fps: average frame rate.
         width, height: frame size in pixels.
         codec: decoder name (`h264`, `vp9`, ...).
@@ -80,8 +85,9 @@ def probe_features() -> dict[str, Any]:
 def probe_video(video: str | os.PathLike | bytes | None) -> VideoProbe:
     """Probe one video file (or mp4 bytes) from its container metadata; never raises for a bad video.
 
-    Reads the header, decodes the first frame, then seeks to the last keyframe and demuxes the remaining packets:
-    a file cut short has packets flagged corrupt, none at all, or packets ending well before the stated duration.
+    Reads the header, decodes the first shown frame, then seeks to the last keyframe and demuxes the remaining
+    packets: a file cut short has packets flagged corrupt, none at all, or packets ending well before the stated
+    duration (the video's own, else the container's, which every stream's data together must reach).
 
     Args:
         video: a path, the encoded bytes, or `None` (reported as missing).
@@ -148,51 +154,119 @@ def _probe_container(container) -> VideoProbe:
     time_base = stream.time_base
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
+    # The video's own start: a video stream may start later than the audio (the container's start).
+    if stream.start_time is not None and time_base is not None:
+        video_start = float(stream.start_time * time_base)
+    else:
+        video_start = (container.start_time or 0) / av.time_base
     if stream.duration is not None and time_base is not None:
         duration = float(stream.duration * time_base)
+        stated_end, own_duration = video_start + duration, True
     elif container.duration is not None:
-        duration = container.duration / av.time_base
+        # The container's duration spans every stream: the video may end before the audio, so the end of the data
+        # of all streams is what must reach it.
+        stated_end = ((container.start_time or 0) + container.duration) / av.time_base
+        duration, own_duration = stated_end - video_start, False
     else:
-        duration = None
+        duration, stated_end, own_duration = None, None, False
     context = stream.codec_context
     context.thread_count = 1
     info = VideoProbe(duration, fps, context.width or None, context.height or None, context.name)
-    if not _decodes(context, next((p for p in container.demux(stream) if p.size), None)):
+    if not _decodes_from_keyframe(context, container.demux(stream)):
         return _failed(info, f"{UNDECODABLE}: the first frame does not decode")
-    if duration is None or time_base is None:
+    if stated_end is None or time_base is None:
         return info
-    start = stream.start_time or 0
-    end_pts = start + int(duration / time_base)
-    container.seek(end_pts, stream=stream, backward=True, any_frame=False)
-    last_end, key_packet, count = None, None, 0
-    for packet in container.demux(stream):
-        if packet.pts is None or not packet.size:
-            continue
-        if packet.is_corrupt:
-            return _failed(info, f"{TRUNCATED}: a packet at {float(packet.pts * time_base):.2f} s is cut short")
-        count += 1
-        if key_packet is None:
-            key_packet = packet
-        packet_end = packet.pts + (packet.duration or 0)
-        last_end = packet_end if last_end is None else max(last_end, packet_end)
-    if not count:
+    tail = _read_tail(container, stream, stated_end, own_duration)
+    if tail.corrupt is not None:
+        return _failed(info, f"{TRUNCATED}: a packet at {tail.corrupt:.2f} s is cut short")
+    if tail.video_end is None:
         return _failed(info, f"{TRUNCATED}: no video data after the last keyframe (stated duration {duration:.2f} s)")
-    data_end = float((last_end - start) * time_base)
     tolerance = max(3.0 / fps if fps else 0.1, 0.25)
-    if data_end < duration - tolerance:
-        return _failed(info, f"{TRUNCATED}: video data ends at {data_end:.2f} s of {duration:.2f} s")
-    if not _decodes(context, key_packet):
+    if tail.data_end < stated_end - tolerance:
+        return _failed(
+            info,
+            f"{TRUNCATED}: the data ends at {tail.data_end - video_start:.2f} s of {stated_end - video_start:.2f} s",
+        )
+    # No keyframe in the tail even from the start: the search seeks of MPEG-TS/PS land after the stream's only
+    # keyframe, which the first check decoded.
+    if tail.from_key and not _decodes_from_keyframe(context, iter(tail.from_key)):
         return _failed(info, f"{UNDECODABLE}: the last keyframe does not decode")
+    if not own_duration:
+        info = VideoProbe(tail.video_end - video_start, fps, info.width, info.height, info.codec)
     return info
 
 
-def _decodes(context, packet) -> bool:
-    """Whether one packet decodes to a frame (draining the decoder, then resetting it for the next packet)."""
-    if packet is None:
-        return False
-    frames = list(context.decode(packet)) + list(context.decode(None))
-    context.flush_buffers()
-    return bool(frames)
+@dataclass
+class _Tail:
+    """What the packets after the video's last keyframe say: where the data ends (seconds), the video packets from
+    the last keyframe on (a few), and the time of a packet cut short."""
+
+    data_end: float = 0.0
+    video_end: float | None = None
+    from_key: list = field(default_factory=list)
+    corrupt: float | None = None
+
+
+def _read_tail(container, stream, stated_end: float, video_only: bool) -> _Tail:
+    """Seek to the video's last keyframe and read every packet to the end of the file.
+
+    Seeks by timestamp search (MPEG-TS/PS) can land after that keyframe: then the seek goes one second earlier,
+    then twice as far each time, until the packets read start with a keyframe or the seek reaches the start.
+    """
+    time_base = stream.time_base
+    target = int(stated_end / time_base)
+    start = stream.start_time or 0
+    back = 0
+    streams = [stream] if video_only else list(container.streams.video[:1]) + list(container.streams.audio)
+    while True:
+        container.seek(max(start, target - back), stream=stream, backward=True, any_frame=False)
+        tail = _Tail()
+        for packet in container.demux(*streams):
+            if packet.pts is None or not packet.size:
+                continue
+            seconds = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            is_video = packet.stream.index == stream.index
+            if packet.is_corrupt and is_video:
+                tail.corrupt = float(packet.pts * packet.time_base)
+                return tail
+            tail.data_end = max(tail.data_end, seconds)
+            if not is_video or packet.is_discard:
+                continue
+            tail.video_end = seconds if tail.video_end is None else max(tail.video_end, seconds)
+            if packet.is_keyframe:
+                tail.from_key = [packet]
+            elif tail.from_key and len(tail.from_key) <= _DECODE_WINDOW:
+                # A bounded number of packets: enough to get a frame out of the decoder.
+                tail.from_key.append(packet)
+        if tail.from_key or target - back <= start:
+            return tail
+        back = max(2 * back, int(1 / time_base))
+
+
+def _decodes_from_keyframe(context, packets) -> bool:
+    """Whether decoding from the first keyframe among `packets` gives a frame.
+
+    Packets before that keyframe cannot decode; those the demuxer marks discard (the pre-roll an MP4 edit list
+    hides) decode to no frame, so packets are fed until a frame comes out, up to `_DECODE_WINDOW` packets past
+    the first shown one. The decoder is reset afterwards.
+    """
+    fed, shown = 0, None
+    try:
+        for packet in packets:
+            if not packet.size:
+                break
+            if not fed and not packet.is_keyframe:
+                continue
+            fed += 1
+            if shown is None and not packet.is_discard:
+                shown = fed
+            if context.decode(packet):
+                return True
+            if shown is not None and fed - shown >= _DECODE_WINDOW:
+                break
+        return bool(fed and context.decode(None))
+    finally:
+        context.flush_buffers()
 
 
 def _failed(info: VideoProbe, error: str) -> VideoProbe:
