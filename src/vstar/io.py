@@ -152,8 +152,11 @@ def _arrow_copy(files: list[Path]) -> Path:
     schema = pq.read_schema(str(files[0]))
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for file in files:
-            for batch in pq.ParquetFile(str(file)).iter_batches(batch_size=256):
-                writer.write_batch(batch)
+            # Mapped and without pre-buffering, one row group at a time: the copy costs a row group of memory.
+            parquet = pq.ParquetFile(str(file), memory_map=True, pre_buffer=False)
+            for group in range(parquet.num_row_groups):
+                writer.write_table(parquet.read_row_group(group))
+    pa.default_memory_pool().release_unused()
     os.replace(tmp, target)
     return target
 

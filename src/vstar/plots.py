@@ -1,4 +1,4 @@
-"""The cycle plot: yield, held-out accuracy and the control's accuracy per cycle."""
+"""The cycle plot: held-out accuracy, the control's, and the yield per cycle with and without the hint."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def plot_cycles(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     series = [
         ("heldout_accuracy", "held-out accuracy", "o-"),
         ("control_heldout_accuracy", "control (seed data only)", "s--"),
-        ("yield", "yield (accepted / generated)", "^:"),
+        ("yield", "yield: accepted / clips (direct + hinted)", "^:"),
+        ("direct_yield", "direct yield: accepted without the hint", "v:"),
     ]
     for key, label, style in series:
         points = [(c, h[key]) for c, h in zip(cycles, history) if h.get(key) is not None]
