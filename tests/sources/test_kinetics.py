@@ -184,3 +184,118 @@ def test_real_sample_csv(shared_data, tmp_path):
     first = ds[rows[0].split].filter(lambda r: r["id"] == rows[0].clip_name)[0]
     assert first["video"]["path"].endswith(f"{rows[0].clip_name}.mp4")
     assert ds[rows[0].split].features["label"].names == sorted({r.label for r in rows})
+
+
+def _sample_rows(shared_data: Path) -> dict[str, list[str]]:
+    """The real sample CSV's rows by YouTube id (read only; the file stays where it is)."""
+    with open(shared_data / "kinetics" / "kinetics_sample.csv", newline="") as handle:
+        return {row[1]: row for row in list(csv.reader(handle))[1:]}
+
+
+def _timed_video(path: Path, seconds: int) -> Path:
+    """A 1 fps video whose frame at second `t` has the grey level 8 t, so a window can be checked by its frames."""
+    frames = np.stack([np.full((32, 32, 3), 8 * t, np.uint8) for t in range(seconds)])
+    return write_video(path, frames, fps=1)
+
+
+def test_uncut_downloads_are_read_inside_the_csv_window(shared_data, tmp_path):
+    from vstar.cli import main
+
+    sample = shared_data / "kinetics" / "kinetics_sample.csv"
+    rows = _sample_rows(shared_data)
+    videos = tmp_path / "videos"
+    _timed_video(videos / "RaKzWVLJsqw.mp4", 14)  # applauding, 2-12: uncut, flat
+    _timed_video(videos / "val" / "bottling" / "PJc9MyvuZZw.mp4", 11)  # bottling, 0-10: uncut, split/label
+    _timed_video(videos / "bouncing on bouncy castle" / "nj3KLfg5Kbg.mp4", 8)  # 3-13: the download is too short
+    write_video(videos / "val" / "klbVshdtJgk_000004_000014.mp4", FRAMES, fps=6)  # bowling: the cut clip
+    out = tmp_path / "out"
+    classes = str(shared_data / "kinetics" / "k700_labels.txt")
+    main(["build", "kinetics", "--annotations", str(sample), "--videos", str(videos), "--output", str(out),
+          "--classes", classes])  # fmt: skip
+    ds = load_dataset(str(out), split="validation")
+    assert ds.features["label"].num_classes == 700 and set(ds["source"]) == {"kinetics-700"}
+    written = {row["youtube_id"]: row for row in ds}
+    assert set(written) == {"RaKzWVLJsqw", "PJc9MyvuZZw", "klbVshdtJgk"}
+    applauding = written["RaKzWVLJsqw"]
+    assert ds.features["label"].int2str(applauding["label"]) == rows["RaKzWVLJsqw"][0] == "applauding"
+    assert (applauding["id"], applauding["start"], applauding["end"]) == ("RaKzWVLJsqw_000002_000012", 2.0, 12.0)
+    assert applauding["video"]["path"] == str(videos / "RaKzWVLJsqw.mp4")  # the download itself, not re-encoded
+    assert applauding["duration"] == 14.0
+    assert (written["PJc9MyvuZZw"]["start"], written["PJc9MyvuZZw"]["end"]) == (0.0, 10.0)
+    assert (written["klbVshdtJgk"]["start"], written["klbVshdtJgk"]["end"]) == (None, None)
+    clip = sample_frames(applauding["video"], num_frames=10, start=applauding["start"], end=applauding["end"])
+    levels = clip.frames.reshape(10, -1).mean(axis=1)
+    assert abs(levels[0] - 16) < 4 and abs(levels[-1] - 88) < 4  # seconds 2 and 11 of the download
+    report = json.loads((out / "build_report.json").read_text())
+    assert (report["rows_read"], report["rows_written"]) == (len(rows), 3)
+    reasons = {entry["id"]: entry for entry in report["skipped"]}
+    short = reasons["nj3KLfg5Kbg_000003_000013"]
+    assert short["reason"].startswith("missing: the window ends at 13 s, past the end of the video (8.00 s)")
+    assert (
+        short["file"].endswith("nj3KLfg5Kbg.mp4") and short["row"] == f"{sample}:{list(rows).index('nj3KLfg5Kbg') + 2}"
+    )
+    assert sum(entry["reason"].startswith("missing") for entry in report["skipped"]) == len(rows) - 3
+
+
+def _csv_lines(rows: list[list[str]], header: str = "label,youtube_id,time_start,time_end,split") -> str:
+    return "\n".join([header, *(",".join(f'"{v}"' if "," in v else v for v in row) for row in rows)]) + "\n"
+
+
+def test_rows_are_validated_and_drops_reported(shared_data, tmp_path):
+    rows = _sample_rows(shared_data)
+    applauding, bottling, bowling, breading = (
+        rows[i] for i in ("RaKzWVLJsqw", "PJc9MyvuZZw", "klbVshdtJgk", "Oc5h62mNb3A")
+    )
+    videos = tmp_path / "videos"
+    for yid, seconds in (("RaKzWVLJsqw", 14), ("PJc9MyvuZZw", 11), ("klbVshdtJgk", 15), ("Oc5h62mNb3A", 20)):
+        _timed_video(videos / f"{yid}.mp4", seconds)
+    train = tmp_path / "train.csv"
+    unlabelled = ["", *bowling[1:4], "train"]
+    reversed_window = [breading[0], breading[1], "18", "8", "train"]
+    train.write_text(_csv_lines([[*applauding[:4], "train"], [*bottling[:4], "train"], unlabelled, reversed_window]))
+    validate = tmp_path / "validate.csv"
+    validate.write_text(_csv_lines([[*applauding[:4], "val"], [*applauding[:4], "val"]]))
+    out = build_kinetics(annotations=[str(train), str(validate)], videos=str(videos), output=str(tmp_path / "out"))
+    ds = load_dataset(str(out))
+    assert list(ds) == ["train"] and sorted(ds["train"]["youtube_id"]) == ["PJc9MyvuZZw", "RaKzWVLJsqw"]
+    report = json.loads((out / "build_report.json").read_text())
+    reasons = {entry["row"].rsplit("/", 1)[-1]: entry["reason"] for entry in report["skipped"]}
+    assert reasons["train.csv:4"].startswith("label: the `label` cell is empty")
+    assert reasons["train.csv:5"] == "window: the start (18 s) is not before the end (8 s)"
+    assert reasons["validate.csv:2"].startswith("duplicate: the id RaKzWVLJsqw_000002_000012 is already in the train")
+    assert reasons["validate.csv:3"].startswith("duplicate")
+    assert (report["rows_read"], report["rows_written"]) == (6, 2)
+
+
+def test_bad_csv_files_are_one_clear_error(shared_data, tmp_path, capsys):
+    from vstar.cli import main
+    from vstar.errors import InputError
+
+    applauding = _sample_rows(shared_data)["RaKzWVLJsqw"]
+    videos = tmp_path / "videos"
+    _timed_video(videos / "RaKzWVLJsqw.mp4", 14)
+    latin = tmp_path / "train.csv"
+    latin.write_bytes(_csv_lines([["applauding (café)", *applauding[1:4], "train"]]).encode("latin-1"))
+    with pytest.raises(InputError, match=r"train\.csv:2: the file is not utf-8 text .*--encoding latin-1"):
+        build_kinetics(annotations=[str(latin)], videos=str(videos), output=str(tmp_path / "out"))
+    out = build_kinetics(
+        annotations=[str(latin)], videos=str(videos), output=str(tmp_path / "out"), encoding="latin-1"
+    )
+    assert load_dataset(str(out), split="train").features["label"].names == ["applauding (café)"]
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text(
+        _csv_lines([[*applauding[:4], "train", "x"]], "label,youtube_id,time_start,time_end,split,label")
+    )
+    with pytest.raises(InputError, match=r"doubled\.csv:1: the header names the column\(s\) 'label' more than once"):
+        build_kinetics(annotations=[str(doubled)], videos=str(videos), output=str(tmp_path / "out2"))
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("label,youtube_id,time_start,time_end,split\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "kinetics", "--annotations", str(header_only), "--videos", str(videos),
+              "--output", str(tmp_path / "out3")])  # fmt: skip
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("vstar build: error: No rows to write")
+    assert f"{tmp_path / 'out3' / 'build_report.json'}" in errors[0]
+    assert not (tmp_path / "out3" / "README.md").exists()  # no card of a dataset that does not load

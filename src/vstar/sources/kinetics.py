@@ -1,11 +1,17 @@
 """Kinetics (400, 600, 700, 700-2020) as a source dataset, from the official CSV files and the downloaded clips.
 
 The CSVs have the header `label,youtube_id,time_start,time_end,split` (the test CSV may lack `label`; Kinetics-400
-adds `is_cc`). Clip files are named `{youtube_id}_{time_start:06d}_{time_end:06d}.mp4` and lie flat, under
-`<split>/` or under `<split>/<label>/` (ids may start with `-` or `_`). `label` is a `ClassLabel` over the sorted
-class names as spelled in the CSVs. Rows whose clip is missing, empty, truncated or undecodable are left out and
-listed in `build_report.json`; a malformed CSV row stops the build before anything is written, naming the file
-and line.
+adds `is_cc`). Videos lie flat, under `<split>/`, `<split>/<label>/` or `<label>/` (ids may start with `-` or `_`),
+either as the cut clips `{youtube_id}_{time_start:06d}_{time_end:06d}.mp4` or as the uncut YouTube downloads
+`{youtube_id}.mp4` (`.webm`, `.mkv`): an uncut video is not re-encoded, its row's `start`/`end` are the CSV's
+`time_start`/`time_end`, and a window past the video's end is reported like a missing clip. `label` is a
+`ClassLabel` over the sorted class names as spelled in the CSVs.
+
+Rows that cannot be used are left out and listed in `build_report.json` with file, line and reason: a clip that is
+missing, empty, truncated or undecodable, an empty label in a labelled CSV, a window that ends before it starts, and
+a clip already listed (in the same or in another split: one clip is never in two splits). A malformed CSV (a
+missing or repeated header column, a row with the wrong number of fields, a time that is not a number, text that is
+not UTF-8) stops the build before anything is written, naming the file and line.
 
 ```bash
 vstar build kinetics --annotations train.csv validate.csv --videos kinetics700/ --output data/k700 --num_proc 2
@@ -23,17 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vstar.errors import ConfigError
 from vstar.schema import source_features
 from vstar.sources.base import (
     SOURCES,
     SPLIT_ALIASES,
     Clip,
+    SplitIds,
     canonical_split,
+    check_header,
+    check_settings,
+    check_window,
     check_writable,
     command_line,
     probed_rows,
     split_from_file_name,
     split_order,
+    text_lines,
     write_source_dataset,
 )
 from vstar.sources.probe import MISSING, probe_features
@@ -60,7 +72,11 @@ class KineticsConfig:
         default=None, metadata={"help": "Official CSV files, e.g. `train.csv validate.csv test.csv`."}
     )
     videos: str | None = field(
-        default=None, metadata={"help": "Folder of the clip files: flat, `<split>/` or `<split>/<label>/`."}
+        default=None,
+        metadata={
+            "help": "Folder of the videos (cut clips or uncut `{youtube_id}` downloads): flat, `<split>/`, "
+            "`<split>/<label>/` or `<label>/`."
+        },
     )
     output: str = field(default="data/kinetics", metadata={"help": "Output directory (Hub layout)."})
     version: str | None = field(
@@ -78,8 +94,10 @@ class KineticsConfig:
         default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
     )
     extensions: list[str] = field(
-        default_factory=lambda: [".mp4"], metadata={"help": "Clip file extensions to look for, in order."}
+        default_factory=lambda: [".mp4", ".webm", ".mkv"],
+        metadata={"help": "Video file extensions to look for, in order."},
     )
+    encoding: str = field(default="utf-8", metadata={"help": "Text encoding of the CSV files."})
     license: str = field(default="cc-by-4.0", metadata={"help": "Licence field of the card (the annotations')."})
 
 
@@ -127,59 +145,71 @@ def _bool(value: str, column: str, where: str) -> bool | None:
     raise ValueError(f"{where}: `{column}` must be 0/1 or true/false, not {value!r}.")
 
 
-def read_kinetics_csv(path: str | Path, default_split: str | None = None) -> Iterator[KineticsRow]:
+def read_kinetics_header(path: str | Path, encoding: str = "utf-8") -> list[str]:
+    """The column names of a Kinetics CSV.
+
+    Args:
+        path: the CSV file.
+        encoding: its text encoding.
+    """
+    header = [name.strip() for name in next(csv.reader(text_lines(path, encoding)), [])]
+    return check_header(header, path)
+
+
+def read_kinetics_csv(
+    path: str | Path, default_split: str | None = None, encoding: str = "utf-8"
+) -> Iterator[KineticsRow]:
     """Parse one official Kinetics CSV, streaming.
 
     Args:
         path: the CSV file.
         default_split: split of the rows when the CSV has no `split` column (default: from the file name).
+        encoding: the file's text encoding.
 
     Raises:
-        ValueError: naming the file and line of a malformed row, or the missing column of a bad header.
+        ValueError: naming the file and line of a malformed row, or the missing or repeated column of a bad header.
     """
     path = Path(path)
     fallback = canonical_split(default_split) if default_split else split_from_file_name(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        missing = [name for name in REQUIRED_COLUMNS if name not in header]
-        if missing:
+    reader = csv.reader(text_lines(path, encoding))
+    header = check_header([name.strip() for name in next(reader, [])], path)
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(
+            f"{path}:1: the header lacks the column(s) {', '.join(missing)} "
+            f"(found: {', '.join(header) or 'none'}); expected `label,youtube_id,time_start,time_end,split`."
+        )
+    for fields in reader:
+        where = f"{path}:{reader.line_num}"
+        if not fields or not any(value.strip() for value in fields):
+            continue
+        if len(fields) != len(header):
             raise ValueError(
-                f"{path}:1: the header lacks the column(s) {', '.join(missing)} "
-                f"(found: {', '.join(header) or 'none'}); expected `label,youtube_id,time_start,time_end,split`."
+                f"{where}: expected {len(header)} fields ({','.join(header)}), found {len(fields)}: {fields!r}."
             )
-        for fields in reader:
-            where = f"{path}:{reader.line_num}"
-            if not fields or not any(value.strip() for value in fields):
-                continue
-            if len(fields) != len(header):
-                raise ValueError(
-                    f"{where}: expected {len(header)} fields ({','.join(header)}), found {len(fields)}: {fields!r}."
-                )
-            record = dict(zip(header, fields))
-            youtube_id = record["youtube_id"].strip()
-            if not youtube_id:
-                raise ValueError(f"{where}: empty `youtube_id`.")
-            start = _int_seconds(record["time_start"], "time_start", where)
-            end = _int_seconds(record["time_end"], "time_end", where)
-            if end < start:
-                raise ValueError(f"{where}: `time_end` ({end}) is before `time_start` ({start}).")
-            raw_split = (record.get("split") or "").strip()
-            yield KineticsRow(
-                file=str(path),
-                line=reader.line_num,
-                youtube_id=youtube_id,
-                time_start=start,
-                time_end=end,
-                label=record.get("label") or None,
-                raw_split=raw_split,
-                split=canonical_split(raw_split, where) if raw_split else fallback,
-                is_cc=_bool(record["is_cc"], "is_cc", where) if "is_cc" in record else None,
-            )
+        record = dict(zip(header, fields))
+        youtube_id = record["youtube_id"].strip()
+        if not youtube_id:
+            raise ValueError(f"{where}: empty `youtube_id`.")
+        start = _int_seconds(record["time_start"], "time_start", where)
+        end = _int_seconds(record["time_end"], "time_end", where)
+        raw_split = (record.get("split") or "").strip()
+        yield KineticsRow(
+            file=str(path),
+            line=reader.line_num,
+            youtube_id=youtube_id,
+            time_start=start,
+            time_end=end,
+            label=(record.get("label") or "").strip() or None,
+            raw_split=raw_split,
+            split=canonical_split(raw_split, where) if raw_split else fallback,
+            is_cc=_bool(record["is_cc"], "is_cc", where) if "is_cc" in record else None,
+        )
 
 
 class ClipLocator:
-    """Finds `{youtube_id}_{start:06d}_{end:06d}{ext}` flat, under `<split>/`, `<split>/<label>/` or `<label>/`.
+    """Finds a row's video flat, under `<split>/`, `<split>/<label>/` or `<label>/`: the cut clip
+    `{youtube_id}_{start:06d}_{end:06d}{ext}` first, else the uncut download `{youtube_id}{ext}`.
 
     A few `stat` calls per row and no listing of the folder, so memory does not grow with the collection; the layout
     that matched last is tried first.
@@ -207,17 +237,19 @@ class ClipLocator:
             [f"{label}/" for label in labels],
         ]
 
-    def find(self, row: KineticsRow) -> str | None:
-        """The clip's path, or `None` when no candidate exists."""
+    def find(self, row: KineticsRow) -> tuple[str, bool] | None:
+        """`(path, cut)` of the row's video (`cut` False for an uncut download), or `None` when none exists."""
         layouts = self._layouts(row)
         order = [self._last_layout] + [i for i in range(len(layouts)) if i != self._last_layout]
-        for index in order:
-            for prefix in layouts[index]:
-                for ext in self.extensions:
-                    path = os.path.join(self.root, prefix + row.clip_name + ext)
-                    if os.path.isfile(path):
-                        self._last_layout = index
-                        return path
+        # Cut clips first: where both exist, the cut one decodes without seeking into a long video.
+        for name, cut in ((row.clip_name, True), (row.youtube_id, False)):
+            for index in order:
+                for prefix in layouts[index]:
+                    for ext in self.extensions:
+                        path = os.path.join(self.root, prefix + name + ext)
+                        if os.path.isfile(path):
+                            self._last_layout = index
+                            return path, cut
         return None
 
 
@@ -226,43 +258,49 @@ class _Scan:
     labels: set[str]
     splits: Counter
     has_is_cc: bool
+    labelled_files: set[str]
 
 
 def _scan(config: KineticsConfig) -> _Scan:
-    """First pass: validate every row and collect the class names, splits and optional columns."""
+    """First pass: validate every row and collect the class names, splits, optional columns and the CSVs that carry
+    labels (in those, a row without a label is left out; a CSV without any label is a test split)."""
     labels: set[str] = set()
     splits: Counter = Counter()
     has_is_cc = False
+    labelled_files: set[str] = set()
     for path in config.annotations:
-        with open(path, encoding="utf-8-sig") as handle:
-            has_is_cc |= "is_cc" in [name.strip() for name in next(csv.reader(handle), [])]
-        for row in read_kinetics_csv(path, config.split):
+        has_is_cc |= "is_cc" in read_kinetics_header(path, config.encoding)
+        for row in read_kinetics_csv(path, config.split, config.encoding):
             splits[row.split] += 1
             if row.label is not None:
                 labels.add(row.label)
-    return _Scan(labels, splits, has_is_cc)
+                labelled_files.add(row.file)
+    return _Scan(labels, splits, has_is_cc, labelled_files)
 
 
 def _class_names(config: KineticsConfig, labels: set[str]) -> list[str]:
     if not config.classes:
         return sorted(labels)
-    names = [line.strip() for line in Path(config.classes).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = text_lines(config.classes, config.encoding)
+    names = [line.strip() for line in lines if line.strip()]
     unknown = sorted(labels - set(names))
     if unknown:
         raise ValueError(f"{config.classes} lacks {len(unknown)} class(es) used in the CSVs: {unknown[:5]}.")
     return sorted(set(names))
 
 
-def _clips(config: KineticsConfig, split: str, locator: ClipLocator, source: str, has_is_cc: bool) -> Iterator[Clip]:
+def _clips(config: KineticsConfig, split: str, locator: ClipLocator, source: str, scan: _Scan) -> Iterator[Clip]:
     for path in config.annotations:
-        for row in read_kinetics_csv(path, config.split):
+        for row in read_kinetics_csv(path, config.split, config.encoding):
             if row.split != split:
                 continue
-            video = locator.find(row)
+            found = locator.find(row)
+            video, cut = found if found else (None, True)
             columns: dict[str, Any] = {
                 "id": row.clip_name,
-                "start": None,  # the clip files are already cut to [time_start, time_end]
-                "end": None,
+                # A cut clip file is already [time_start, time_end]; an uncut download is read inside that window.
+                "start": None if cut else float(row.time_start),
+                "end": None if cut else float(row.time_end),
                 "source": source,
                 "split": split,
                 "label": row.label,
@@ -270,13 +308,20 @@ def _clips(config: KineticsConfig, split: str, locator: ClipLocator, source: str
                 "time_start": row.time_start,
                 "time_end": row.time_end,
             }
-            if has_is_cc:
+            if scan.has_is_cc:
                 columns["is_cc"] = row.is_cc
             error = expected = None
-            if video is None:
+            if row.label is None and row.file in scan.labelled_files:
+                error = f"label: the `label` cell is empty (the other rows of {Path(row.file).name} have labels)"
+            elif row.time_end <= row.time_start:
+                error = check_window(float(row.time_start), float(row.time_end))
+            elif video is None:
                 expected = os.path.join(locator.root, row.clip_name + locator.extensions[0])
-                error = f"{MISSING}: no {row.clip_name}{locator.extensions[0]} flat, under split/ or split/label/"
-            yield Clip(columns, video, row.where, error, expected)
+                error = (
+                    f"{MISSING}: neither the clip {row.clip_name}.* nor the download {row.youtube_id}.* "
+                    f"({'/'.join(locator.extensions)}) flat, under split/, split/label/ or label/"
+                )
+            yield Clip(columns, video, row.where, error, expected or video)
 
 
 def _validate(config: KineticsConfig) -> None:
@@ -289,6 +334,9 @@ def _validate(config: KineticsConfig) -> None:
             raise FileNotFoundError(f"Annotation file {path} does not exist.")
     if not Path(config.videos).is_dir():
         raise FileNotFoundError(f"Videos folder {config.videos} does not exist.")
+    check_settings(config, at_least={"num_proc": 1})
+    if not config.extensions:
+        raise ConfigError("--extensions is empty: give the video file extensions to look for, e.g. .mp4 .webm.")
 
 
 @SOURCES.register("kinetics")
@@ -320,14 +368,16 @@ def build_kinetics(config: KineticsConfig | None = None, **overrides) -> Path:
     features = source_features({**label_features, **probe_features()})
     locator = ClipLocator(config.videos, config.extensions)
     report: dict[str, Any] = {"rows_read": 0, "skipped": []}
+    ids = SplitIds()
     rows = {
         split: probed_rows(
-            _clips(config, split, locator, source, scan.has_is_cc),
+            _clips(config, split, locator, source, scan),
             report,
             num_proc=config.num_proc,
             probe=config.probe,
             desc=f"kinetics {split}",
             total=scan.splits[split],
+            ids=ids,
         )
         for split in split_order(scan.splits)
     }
@@ -341,13 +391,15 @@ def build_kinetics(config: KineticsConfig | None = None, **overrides) -> Path:
             "description": (
                 f"{pretty} human action clips ({len(names)} classes), one row per 10-second YouTube clip. `label` "
                 "is the action class; `youtube_id`, `time_start` and `time_end` locate the clip in its YouTube "
-                "video (the clip file is already cut, so `start`/`end` are null); `duration`, `fps`, `width`, "
-                "`height` and `codec` come from the clip's container."
+                "video. A row whose file is the cut clip has null `start`/`end`; a row whose file is the uncut "
+                "download has `start`/`end` = `time_start`/`time_end` (seconds into that file). `duration`, `fps`, "
+                "`width`, `height` and `codec` come from the file's container."
             ),
             "source": (
                 "Annotations: the official Kinetics CSV files ("
                 + ", ".join(f"`{Path(p).name}`" for p in config.annotations)
-                + f"). Clips: `{config.videos}`, files `{{youtube_id}}_{{time_start:06d}}_{{time_end:06d}}.mp4`."
+                + f"). Videos: `{config.videos}`, cut clips `{{youtube_id}}_{{time_start:06d}}_{{time_end:06d}}.mp4` "
+                "or uncut downloads `{youtube_id}.mp4`."
             ),
             "homepage": "https://github.com/cvdfoundation/kinetics-dataset",
             "citation": CITATION,
