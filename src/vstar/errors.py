@@ -121,6 +121,12 @@ def _hub_message(exc: BaseException) -> str | None:
         )
     if isinstance(exc, EntryNotFoundError):
         return f"the Hub repo has no such file: {text[:300]}"
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, HfHubHTTPError):
+        return f"the Hub refused the request ({text[:300]}): check HF_TOKEN's permissions and the repo name"
     return None
 
 
@@ -143,6 +149,8 @@ def user_message(exc: BaseException) -> str | None:
     """
     if isinstance(exc, VStarError):
         return _one_line(str(exc))
+    if any(klass.__name__ == "VideoDecodeError" for klass in type(exc).__mro__):
+        return f"{_one_line(exc)}: re-encode the clip, or drop it from the dataset"
     for specific in (_hub_message, _av_message):
         message = specific(exc)
         if message:
