@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from vstar.errors import InputError
 from vstar.sources.folder import build_folder
 from vstar.sources.table import TableConfig, build_table
 from vstar.video import write_video
@@ -49,9 +50,11 @@ def test_class_folders(clip, tmp_path):
         ("rock climbing/more/d", "rock climbing")}  # fmt: skip
     assert set(ds["source"]) == {"clips"} and set(ds["duration"]) == {1.0}
     report = json.loads((out / "build_report.json").read_text())
-    assert (report["rows_read"], report["rows_written"]) == (6, 4)
+    assert (report["rows_read"], report["rows_written"]) == (7, 4)
     reasons = {entry["row"]: entry["reason"] for entry in report["skipped"]}
     assert reasons["stray.mp4"].startswith("no class") and reasons["yoga/broken.mp4"].startswith("undecodable")
+    # A file under a class folder that is not built is reported, whatever its extension.
+    assert reasons["yoga/notes.txt"].startswith("unknown extension") and "--extensions" in reasons["yoga/notes.txt"]
 
 
 def test_class_folders_inside_split_folders(clip, tmp_path):
@@ -98,7 +101,7 @@ def test_csv_table_with_mapping(table_videos, tmp_path):
     assert report["skipped"][0]["row"].endswith("clips.csv:5") and report["skipped"][0]["reason"].startswith("missing")
 
 
-def test_jsonl_and_parquet_tables(table_videos, tmp_path):
+def test_jsonl_and_parquet_tables(clip, table_videos, tmp_path):
     records = [
         {"video": "a.mp4", "label": "wave", "steps": ["raise", "wave"], "count": 2, "ok": True},
         {"video": "b.mp4", "label": "clap", "steps": [], "count": 3, "ok": False},
@@ -107,9 +110,12 @@ def test_jsonl_and_parquet_tables(table_videos, tmp_path):
     jsonl = table_videos / "train.jsonl"
     jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     parquet = table_videos / "test.parquet"
-    pq.write_table(pa.Table.from_pylist(records[:2]), parquet)
+    for name in ("d.mp4", "e.mp4"):
+        _copy(clip, table_videos / name)
+    pq.write_table(pa.Table.from_pylist([{**r, "video": v} for r, v in zip(records, ("d.mp4", "e.mp4"))]), parquet)
     config = TableConfig(annotations=[str(jsonl), str(parquet)], output=str(tmp_path / "out"),
-                         label_columns=["label", "steps", "count", "ok"], name="gestures")  # fmt: skip
+                         label_columns=["label", "steps", "count", "ok"], optional_columns=["count"],
+                         name="gestures")  # fmt: skip
     ds = load_dataset(str(build_table(config)))
     train, test = ds["train"], ds["test"]
     assert train.features["label"].names == ["clap", "wave"]  # `label` holds strings: a ClassLabel by default
@@ -135,5 +141,65 @@ def test_bad_tables(table_videos, tmp_path):
     with pytest.raises(ValueError, match=r"clips\.jsonl:2: not valid JSON"):
         build_table(annotations=[str(jsonl)], output=str(tmp_path / "out"))
     table.write_text("video,label,t0\nvideos/a.mp4,wave,soon\n")
-    with pytest.raises(ValueError, match=r"clips\.csv:2: `t0` must be a number"):
+    with pytest.raises(InputError, match=r"No usable rows: all 1 rows read were left out \(window 1\).*build_report"):
         build_table(annotations=[str(table)], output=str(tmp_path / "out"), start_column="t0")
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["skipped"][0]["reason"] == "window: `t0` must be a number of seconds, not 'soon'"
+    table.write_text("video,label,label\nvideos/a.mp4,wave,clap\n")
+    with pytest.raises(InputError, match=r"clips\.csv:1: the header names the column\(s\) 'label' more than once"):
+        build_table(annotations=[str(table)], output=str(tmp_path / "out"))
+    jsonl.write_text('{"video": "videos/a.mp4", "label": "wave", "label": "clap"}\n')
+    with pytest.raises(InputError, match=r"clips\.jsonl:1: the object gives the key\(s\) 'label' more than once"):
+        build_table(annotations=[str(jsonl)], output=str(tmp_path / "out"))
+    table.write_bytes("video,label\nvideos/a.mp4,wave\nvideos/b.mp4,café\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"clips\.csv:3: the file is not utf-8 text .*iconv -f latin1"):
+        build_table(annotations=[str(table)], output=str(tmp_path / "out"))
+    ds = load_dataset(str(build_table(annotations=[str(table)], output=str(tmp_path / "out"), encoding="latin-1")))
+    assert ds["train"].features["label"].names == ["café", "wave"]
+    table.write_text("video,label\n")
+    with pytest.raises(InputError, match=r"No rows to write: .*build_report\.json"):
+        build_table(annotations=[str(table)], output=str(tmp_path / "empty"))
+
+
+def test_table_rows_are_validated_and_drops_reported(table_videos, tmp_path):
+    """Each bad row is left out with its line and reason; the good rows and the column types survive."""
+    table = tmp_path / "clips.csv"
+    table.write_text(
+        "video,start,end,label,score,split\n"
+        "videos/a.mp4,0,0.5,wave,7.5,train\n"  # 2: kept
+        "videos/b.mp4,0.2,0.9,clap,6,train\n"  # 3: kept
+        "videos/a.mp4,0.8,0.3,wave,5,train\n"  # 4: start after end
+        "videos/a.mp4,0,inf,wave,5,train\n"  # 5: infinite end
+        "videos/b.mp4,0.5,9,clap,5,train\n"  # 6: ends 8 s past the 1 s clip
+        "videos/b.mp4,3,4,clap,5,train\n"  # 7: starts after the clip's end
+        "videos/sub/c.mp4,,,,5,train\n"  # 8: empty label
+        "videos/sub/c.mp4,0,1,wave,abc,train\n"  # 9: one bad number in a numeric column
+        "videos/sub/c.mp4,0,1,wave,nan,train\n"  # 10: NaN score
+        "videos/sub/c.mp4,0.1,0.6,clap,8,train\n"  # 11: kept
+        "videos/b.mp4,0.2,0.9,clap,6,test\n"  # 12: the id of line 3, in another split
+        "videos/sub/c.mp4,0.1,0.6,clap,8,train\n"  # 13: listed twice
+        "videos/a.mp4,0.1,0.2,wave,9,test\n"  # 14: kept
+        ",0,1,wave,1,test\n"  # 15: no video
+    )
+    out = build_table(annotations=[str(table)], output=str(tmp_path / "out"), start_column="start",
+                      end_column="end", label_columns=["label", "score"], split_column="split")  # fmt: skip
+    ds = load_dataset(str(out))
+    assert ds["train"].features["score"].dtype == "float64"  # one "abc" does not turn the scores into strings
+    assert ds["train"]["id"] == ["videos/a_0_0.5", "videos/b_0.2_0.9", "videos/sub/c_0.1_0.6"]
+    assert ds["train"]["score"] == [7.5, 6.0, 8.0] and ds["test"]["id"] == ["videos/a_0.1_0.2"]
+    report = json.loads((out / "build_report.json").read_text())
+    reasons = {int(entry["row"].rsplit(":", 1)[1]): entry["reason"] for entry in report["skipped"]}
+    assert reasons == {
+        4: "window: the start (0.8 s) is not before the end (0.3 s)",
+        5: "window: the end is inf, not a finite number of seconds",
+        6: "missing: the window ends at 9 s, past the end of the video (1.00 s)",
+        7: "missing: the window starts at 3 s, after the end of the video (1.00 s)",
+        8: "label: `label` is empty; fill it in, or list the column in --optional_columns to keep rows without it",
+        9: "value: `score` holds float64 values, but this row's 'abc' is not a number; fix the cell",
+        10: "label: `score` is NaN; fill it in, or list the column in --optional_columns to keep rows without it",
+        12: "duplicate: the id videos/b_0.2_0.9 is already in the train split (one clip cannot be in two splits)",
+        13: "duplicate: the id videos/sub/c_0.1_0.6 is listed twice in the train split (the first row is kept)",
+        15: "missing: the video column `video` is empty",
+    }
+    assert (report["rows_read"], report["rows_written"]) == (14, 4)
+    assert "| window | 2 |" in (out / "README.md").read_text()

@@ -3,8 +3,14 @@
 One row per clip: a column with the video path (relative paths are resolved against `--video_root`, by default the
 table's folder), optional `start`/`end` columns in seconds, and label columns. Label column types are inferred from
 the values (integers, floats, booleans, strings, lists); string columns listed in `--class_label_columns` (default:
-`label`) become `ClassLabel`s over their sorted values. A malformed row stops the build before anything is written,
-naming the file and line; a mapped column the table lacks is named with the columns it has.
+`label`) become `ClassLabel`s over their sorted values. A column of numbers with a few cells that are not numbers
+(at most one in ten) stays numeric, and the rows of those cells are left out.
+
+Each row is validated; rows that cannot be used are left out and listed in `build_report.json` with file, line and
+reason: a missing or broken video, a window that is not a number, infinite, reversed or past the video's end, an
+empty label (columns in `--optional_columns` may be empty), a bad number, an id already written (to this or another
+split). A malformed table (a missing or repeated column, a row with the wrong number of fields, invalid JSON, text
+that is not in `--encoding`) stops the build before anything is written, naming the file and line.
 
 ```bash
 vstar build table --annotations clips.csv --video_column path --label_columns label camera \
@@ -25,16 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vstar.errors import ConfigError, InputError
 from vstar.schema import source_features
 from vstar.sources.base import (
     SOURCES,
     Clip,
+    SplitIds,
     canonical_split,
+    check_header,
+    check_settings,
+    check_window,
     check_writable,
     command_line,
     probed_rows,
     split_from_file_name,
     split_order,
+    text_lines,
     write_source_dataset,
 )
 from vstar.sources.probe import MISSING, probe_features
@@ -45,6 +57,9 @@ CSV_SUFFIXES = (".csv", ".tsv")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 MAX_CLASSES = 100_000
+# A column stays numeric when at most this share of its values are not numbers: those cells are typos to report,
+# not a sign that the column holds text.
+MAX_BAD_NUMBER_SHARE = 0.1
 RESERVED = ("id", "video", "start", "end", "source", "split", "duration", "fps", "width", "height", "codec")
 
 
@@ -66,6 +81,10 @@ class TableConfig:
         default=None,
         metadata={"help": "Label columns that become ClassLabel (default: `label` when it holds strings)."},
     )
+    optional_columns: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Label columns that may be empty (rows with another label column empty are left out)."},
+    )
     id_column: str | None = field(
         default=None, metadata={"help": "Column of unique clip ids (default: the video path and window)."}
     )
@@ -83,6 +102,7 @@ class TableConfig:
         default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
     )
     license: str = field(default="other", metadata={"help": "Licence field of the card."})
+    encoding: str = field(default="utf-8", metadata={"help": "Text encoding of CSV/TSV/JSON Lines tables."})
 
     def mapped_columns(self) -> dict[str, str]:
         """`{column: flag}` of every column the mapping names."""
@@ -106,22 +126,26 @@ def _table_format(path: Path) -> str:
     raise ValueError(f"{path}: unknown table format {suffix!r} (use .csv, .tsv, .jsonl or .parquet).")
 
 
-def table_columns(path: str | Path) -> list[str]:
+def table_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """The column names of a table file (the CSV header, the Parquet schema, the first JSON record's keys).
 
     Args:
         path: the table file.
+        encoding: the text encoding of a CSV or JSON Lines file.
+
+    Raises:
+        InputError: when a column name is given twice.
     """
     path = Path(path)
     kind = _table_format(path)
     if kind == "csv":
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return [c.strip() for c in next(csv.reader(handle, delimiter=_delimiter(path)), [])]
+        header = next(csv.reader(text_lines(path, encoding), delimiter=_delimiter(path)), [])
+        return check_header([c.strip() for c in header], path)
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    for _, record in read_table(path):
+        return check_header(list(pq.ParquetFile(path).schema_arrow.names), path)
+    for _, record in read_table(path, encoding):
         return list(record)
     return []
 
@@ -130,49 +154,63 @@ def _delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
-def read_table(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        repeated = sorted({key for key, _ in pairs if [k for k, _ in pairs].count(key) > 1})
+        raise KeyError(repeated)
+    return record
+
+
+def read_table(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream `(line, record)` from a CSV/TSV, JSON Lines or Parquet file (line = row number for Parquet).
 
     CSV cells are strings, empty cells `None`.
 
     Args:
         path: the table file.
+        encoding: the text encoding of a CSV or JSON Lines file.
 
     Raises:
-        ValueError: naming the file and line of a malformed row.
+        ValueError: naming the file and line of a malformed row, a repeated column or text not in `encoding`.
     """
     path = Path(path)
     kind = _table_format(path)
     if kind == "csv":
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=_delimiter(path))
-            header = [c.strip() for c in next(reader, [])]
-            for fields in reader:
-                if not fields or not any(f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    raise ValueError(
-                        f"{path}:{reader.line_num}: expected {len(header)} fields ({','.join(header)}), "
-                        f"found {len(fields)}: {fields!r}."
-                    )
-                yield reader.line_num, {k: (v if v.strip() else None) for k, v in zip(header, fields)}
+        reader = csv.reader(text_lines(path, encoding), delimiter=_delimiter(path))
+        header = check_header([c.strip() for c in next(reader, [])], path)
+        for fields in reader:
+            if not fields or not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise ValueError(
+                    f"{path}:{reader.line_num}: expected {len(header)} fields ({','.join(header)}), "
+                    f"found {len(fields)}: {fields!r}."
+                )
+            yield reader.line_num, {k: (v if v.strip() else None) for k, v in zip(header, fields)}
     elif kind == "json":
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg}); one object a line.") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line_number}: expected a JSON object, found {type(record).__name__}.")
-                yield line_number, record
+        for line_number, line in enumerate(text_lines(path, encoding), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=_unique_keys)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg}); one object a line.") from None
+            except KeyError as err:
+                raise InputError(
+                    f"{path}:{line_number}: the object gives the key(s) {', '.join(map(repr, err.args[0]))} more "
+                    "than once; keep one of each."
+                ) from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object, found {type(record).__name__}.")
+            yield line_number, record
     else:
         import pyarrow.parquet as pq
 
         number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        parquet = pq.ParquetFile(path)
+        check_header(list(parquet.schema_arrow.names), path)
+        for batch in parquet.iter_batches(batch_size=1024):
             for record in batch.to_pylist():
                 number += 1
                 yield number, record
@@ -196,6 +234,7 @@ class _ColumnType:
     def __init__(self, from_text: bool):
         self.from_text = from_text
         self.kinds: set[str] = set()
+        self.counts: Counter = Counter()  # scalar values per kind, to tell a typo from a text column
         self.inner: _ColumnType | None = None
         self.values: set[str] = set()  # distinct scalar values as text, for ClassLabel names
         self.too_many_values = False
@@ -215,7 +254,18 @@ class _ColumnType:
                 self.inner.add(item)
             return
         kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(value), "str")
+        if kind == "str" and not value.strip():
+            return  # a blank cell is an empty value, not text
         self.kinds.add(kind)
+        self.counts[kind] += 1
+
+    def numeric_despite_text(self) -> bool:
+        """Whether the column is numbers with a few cells of text (typos, `n/a`) to leave out row by row."""
+        numbers = self.counts["int"] + self.counts["float"]
+        text = self.counts["str"]
+        if not text or not numbers or self.counts["bool"]:
+            return False
+        return text <= MAX_BAD_NUMBER_SHARE * (numbers + text)
 
     def feature(self):
         from datasets import List, Value
@@ -224,16 +274,21 @@ class _ColumnType:
             if len(self.kinds) > 1:
                 raise ValueError("mixes lists and single values")
             return List(self.inner.feature())
-        if not self.kinds or "str" in self.kinds or ("bool" in self.kinds and len(self.kinds) > 1):
+        kinds = self.kinds - {"str"} if self.numeric_despite_text() else self.kinds
+        if not kinds or "str" in kinds or ("bool" in kinds and len(kinds) > 1):
             return Value("string")
-        if self.kinds == {"bool"}:
+        if kinds == {"bool"}:
             return Value("bool")
-        return Value("int64") if self.kinds == {"int"} else Value("float64")
+        return Value("int64") if kinds == {"int"} else Value("float64")
 
 
 def _convert(value: Any, feature: Any, from_text: bool) -> Any:
-    """A cell as the column's inferred type."""
-    if value is None:
+    """A cell as the column's inferred type (`None` for an empty cell or a NaN).
+
+    Raises:
+        ValueError: for a value that is not of the column's type (text in a numeric column, an infinite number).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     dtype = getattr(feature, "dtype", None)
     if type(feature).__name__ == "List":
@@ -242,22 +297,39 @@ def _convert(value: Any, feature: Any, from_text: bool) -> Any:
         return (
             value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         )
-    if from_text and isinstance(value, str):
+    if isinstance(value, str):
         value = _parse_scalar(value)
     if dtype == "bool":
-        return bool(value)
-    return int(value) if dtype == "int64" else float(value)
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true/false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number")
+    if dtype == "int64":
+        if not float(value).is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    return float(value)
 
 
-def _seconds(value: Any, column: str, where: str) -> float | None:
-    if value is None or value == "":
+def _seconds(value: Any, column: str) -> float | None:
+    """A window bound in seconds (`None` when empty).
+
+    Raises:
+        ValueError: with the reason the row is left out.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: `{column}` must be a number of seconds, not {value!r}.") from None
+        raise ValueError(f"window: `{column}` must be a number of seconds, not {value!r}") from None
     if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{where}: `{column}` must be a non-negative number of seconds, not {value!r}.")
+        raise ValueError(f"window: `{column}` must be a non-negative number of seconds, not {value!r}")
     return seconds
 
 
@@ -276,7 +348,7 @@ def _row_split(config: TableConfig, record: dict, path: Path, where: str) -> str
 def _check_columns(config: TableConfig) -> None:
     mapped = config.mapped_columns()
     for path in config.annotations:
-        columns = table_columns(path)
+        columns = table_columns(path, config.encoding)
         for column, flag in mapped.items():
             if column not in columns:
                 raise KeyError(
@@ -286,24 +358,22 @@ def _check_columns(config: TableConfig) -> None:
     clashes = [c for c in config.label_columns if c in RESERVED]
     if clashes:
         raise ValueError(f"Label columns {clashes} clash with the source dataset's own columns {RESERVED}.")
+    unknown = sorted(set(config.optional_columns) - set(config.label_columns))
+    if unknown:
+        raise ConfigError(f"--optional_columns names {unknown}, which are not in --label_columns.")
 
 
 def _scan(config: TableConfig) -> _Scan:
-    """First pass: validate every row, infer the label types and count the rows per split."""
+    """First pass: check the table's structure, infer the label types and count the rows per split (bad values are
+    reported row by row in the second pass)."""
     types: dict[str, _ColumnType] = {}
     splits: Counter = Counter()
     for path in map(Path, config.annotations):
         from_text = _table_format(path) == "csv"
         for column in config.label_columns:
             types.setdefault(column, _ColumnType(from_text))
-        for line, record in read_table(path):
+        for line, record in read_table(path, config.encoding):
             where = f"{path}:{line}"
-            if record.get(config.video_column) in (None, ""):
-                raise ValueError(f"{where}: the video column {config.video_column!r} is empty.")
-            for flag in ("start_column", "end_column"):
-                column = getattr(config, flag)
-                if column:
-                    _seconds(record.get(column), column, where)
             splits[_row_split(config, record, path, where)] += 1
             for column in config.label_columns:
                 types[column].add(record.get(column))
@@ -349,32 +419,59 @@ def _clip_id(record: dict, config: TableConfig, video: str, root: Path, start, e
     return f"{base}_{'' if start is None else f'{start:g}'}_{'' if end is None else f'{end:g}'}"
 
 
+def _labels(record: dict, features: dict[str, Any], from_text: bool, optional: set[str]) -> tuple[dict, str | None]:
+    """The row's label columns in their types, and why the row is left out (or `None`)."""
+    labels: dict[str, Any] = {}
+    for column, feature in features.items():
+        raw = record.get(column)
+        try:
+            value = _convert(raw, feature, from_text)
+        except (TypeError, ValueError) as err:
+            kind = getattr(feature, "dtype", "list")
+            return labels, f"value: `{column}` holds {kind} values, but this row's {err}; fix the cell"
+        if value is None and column not in optional:
+            return labels, (
+                f"label: `{column}` is {'empty' if raw is None or not str(raw).strip() else 'NaN'}; fill it in, or "
+                "list the column in --optional_columns to keep rows without it"
+            )
+        labels[column] = value
+    return labels, None
+
+
 def _clips(config: TableConfig, split: str, features: dict[str, Any], source: str) -> Iterator[Clip]:
+    optional = set(config.optional_columns)
     for path in map(Path, config.annotations):
         root = Path(config.video_root) if config.video_root else path.parent
         from_text = _table_format(path) == "csv"
-        for line, record in read_table(path):
+        for line, record in read_table(path, config.encoding):
             where = f"{path}:{line}"
             if _row_split(config, record, path, where) != split:
                 continue
-            video = str(record[config.video_column])
-            full = video if os.path.isabs(video) else str(root / video)
-            start = (
-                _seconds(record.get(config.start_column), config.start_column, where) if config.start_column else None
-            )
-            end = _seconds(record.get(config.end_column), config.end_column, where) if config.end_column else None
+            cell = record.get(config.video_column)
+            video = "" if cell is None else str(cell).strip()
+            full = video if not video or os.path.isabs(video) else str(root / video)
+            error = None if video else f"{MISSING}: the video column `{config.video_column}` is empty"
+            start = end = None
+            try:
+                start = _seconds(record.get(config.start_column), config.start_column) if config.start_column else None
+                end = _seconds(record.get(config.end_column), config.end_column) if config.end_column else None
+            except ValueError as err:
+                error = error or str(err)
+            error = error or check_window(start, end)
+            labels, label_error = _labels(record, features, from_text, optional)
+            error = error or label_error
             row = {
-                "id": _clip_id(record, config, full, root, start, end),
+                "id": _clip_id(record, config, full, root, start, end) if video else where,
                 "start": start,
                 "end": end,
                 "source": source,
                 "split": split,
-                **{c: _convert(record.get(c), f, from_text) for c, f in features.items()},
+                **{c: labels.get(c) for c in features},
             }
-            exists = os.path.isfile(full)
-            yield Clip(
-                row, full if exists else None, where, None if exists else f"{MISSING}: {full} does not exist", full
-            )
+            exists = bool(video) and os.path.isfile(full)
+            if error is None and not exists:
+                error = f"{MISSING}: {full} does not exist"
+            yield Clip(row, full if exists else None, where, error, full or None)
 
 
 @SOURCES.register("table")
@@ -393,6 +490,7 @@ def build_table(config: TableConfig | None = None, **overrides) -> Path:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Table file {path} does not exist.")
         _table_format(Path(path))
+    check_settings(config, at_least={"num_proc": 1})
     output = check_writable(config.output)
     _check_columns(config)
     scan = _scan(config)
@@ -400,6 +498,7 @@ def build_table(config: TableConfig | None = None, **overrides) -> Path:
     features = source_features({**label_features, **probe_features()})
     source = config.name or Path(config.annotations[0]).stem
     report: dict[str, Any] = {"rows_read": 0, "skipped": []}
+    ids = SplitIds()
     rows = {
         split: probed_rows(
             _clips(config, split, label_features, source),
@@ -408,6 +507,7 @@ def build_table(config: TableConfig | None = None, **overrides) -> Path:
             probe=config.probe,
             desc=f"{source} {split}",
             total=scan.splits[split],
+            ids=ids,
         )
         for split in split_order(scan.splits)
     }
