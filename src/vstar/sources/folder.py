@@ -7,8 +7,9 @@ clips/                        clips/
 ```
 
 `label` is a `ClassLabel` over the sorted class folder names; `id` is the clip's path inside the folder without its
-extension. Clips that are empty, truncated or undecodable are left out and listed in `build_report.json`; so are
-videos lying outside a class folder.
+extension. Every file under a class folder is either built or listed in `build_report.json` with the reason: clips
+that are empty, truncated or undecodable, and files whose extension is not a video extension (`--extensions` adds
+one); so are videos lying outside a class folder. Hidden files and folders are ignored.
 
 ```bash
 vstar build folder --videos clips/ --output data/clips --num_proc 2
@@ -68,13 +69,23 @@ def _subdirs(path: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
-def _videos_in(directory: Path, extensions: tuple[str, ...]) -> Iterator[Path]:
-    """Video files under `directory`, recursively, in sorted order (one directory listed at a time)."""
+def _files_in(directory: Path) -> Iterator[Path]:
+    """Files under `directory`, recursively, in sorted order (one directory listed at a time); hidden files and
+    folders (`.DS_Store`, `.cache/`) are not part of a collection."""
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.lower().endswith(extensions) and not name.startswith("."):
+            if not name.startswith("."):
                 yield Path(root) / name
+
+
+def _not_a_video(path: Path, extensions: tuple[str, ...]) -> str:
+    suffix = path.suffix.lower()
+    named = f"the extension {suffix}" if suffix else "no extension"
+    return (
+        f"unknown extension: {path.name} has {named}, not one of the video extensions ({' '.join(extensions)}); "
+        f"if it is a video, add its extension with --extensions"
+    )
 
 
 def folder_layout(root: str | Path) -> dict[str, Path]:
@@ -98,8 +109,14 @@ def _clips(root: Path, split: str, split_dir: Path, config: FolderConfig, source
             report["rows_read"] += 1
             skip(report, entry.name, entry.path, "no class: the video is not inside a class folder")
     for label in _subdirs(split_dir):
-        for path in _videos_in(split_dir / label, extensions):
+        for path in _files_in(split_dir / label):
             relative = path.relative_to(root)
+            if not path.name.lower().endswith(extensions):
+                # Every file under a class folder is built or reported: a clip with an unexpected extension must
+                # not vanish silently.
+                report["rows_read"] += 1
+                skip(report, relative.as_posix(), str(path), _not_a_video(path, extensions))
+                continue
             row = {
                 "id": relative.with_suffix("").as_posix(),
                 "start": None,
