@@ -203,3 +203,58 @@ def test_build_from_the_command_line(tmp_path):
     # `--embed_videos` is the builder's own setting; a push still embeds the videos by default.
     config, target = parse_build_args("finediving", ["--embed_videos", "false", "--push_to_hub", "org/finediving"])
     assert not config.embed_videos and target.hub_repo == "org/finediving" and target.embed_videos
+
+
+def test_bad_labels_are_left_out_and_not_encoded(tmp_path):
+    coarse = _synthetic_annotations(tmp_path / "ann")
+    keys = list(coarse)
+    coarse[keys[0]]["dive_score"] = float("nan")
+    coarse[keys[1]]["judge_scores"] = [7.0, np.float64("nan"), 7.0]
+    del coarse[keys[2]]["dive_score"]
+    (tmp_path / "ann" / "FineDiving_coarse_annotation.pkl").write_bytes(pickle.dumps(coarse, protocol=3))
+    # The last clip is listed in both splits: a held-out dive must not be a training dive.
+    (tmp_path / "ann" / "train_split.pkl").write_bytes(pickle.dumps(keys, protocol=3))
+    frames = tmp_path / "frames"
+    for video, clip in keys:
+        _frames(frames / video / str(clip), coarse[(video, clip)]["start_frame"], 3)
+    out = build_finediving(annotations=str(tmp_path / "ann"), frames=str(frames), output=str(tmp_path / "out"))
+    ds = load_dataset(str(out))
+    assert list(ds) == ["train"] and ds["train"]["id"] == ["07_4"]
+    report = json.loads((out / "build_report.json").read_text())
+    reasons = {entry["row"]: entry["reason"] for entry in report["skipped"]}
+    final = "FINAWorldChampionships2019_Women10m_final_r1"
+    assert reasons == {
+        f"{final}/1": "label: `dive_score` is nan, not a number",
+        f"{final}/2": "label: `judge_scores` [7.0, nan, 7.0] is empty or holds a NaN",
+        "07/3": "label: the coarse annotation has no dive_score",
+        "07/4": "duplicate: the id 07_4 is already in the train split (one clip cannot be in two splits)",
+    }
+    assert sorted(p.name for p in (out / "videos").iterdir()) == ["07_4.mp4"]  # dropped rows are not encoded
+
+
+def test_broken_pickles_and_settings_are_one_clear_line(tmp_path, capsys):
+    from vstar.cli import main
+    from vstar.errors import ConfigError, InputError
+
+    _synthetic_annotations(tmp_path / "ann")
+    (tmp_path / "frames").mkdir()
+    coarse = tmp_path / "ann" / "FineDiving_coarse_annotation.pkl"
+    data = coarse.read_bytes()
+    coarse.write_bytes(data[: len(data) // 2])
+    flags = ["--annotations", str(tmp_path / "ann"), "--frames", str(tmp_path / "frames"), "--output", str(tmp_path)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "finediving", *flags])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(errors) == 1
+    assert errors[0] == (
+        f"vstar build: error: {coarse}: the pickle ends early ({len(data) // 2} bytes): the file is cut "
+        "short; download the FineDiving annotations again."
+    )
+    coarse.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(InputError, match=r"FineDiving_coarse_annotation\.pkl: not a readable FineDiving annotation"):
+        load_annotation_pickle(coarse)
+    with pytest.raises(ConfigError, match="--fps must be greater than 0, not 0"):
+        build_finediving(
+            annotations=str(tmp_path / "ann"), frames=str(tmp_path / "frames"), output=str(tmp_path), fps=0
+        )

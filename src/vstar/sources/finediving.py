@@ -5,7 +5,9 @@ The pickles are read by a restricted unpickler that accepts only the numpy array
 `<frames>/<video_name>/<clip_idx>/<frame:05d>.jpg` is encoded to an H.264 mp4 with PyAV (kept under
 `<output>/videos/`, or embedded in the Parquet files with `--embed_videos`). Label columns: `action_type` (the dive
 code, `407c`), `dive_name` (the code in words), `difficulty`, `dive_score`, `judge_scores`, `sub_actions` (names
-in temporal order) and the frame range. Clips without frames are left out and listed in `build_report.json`.
+in temporal order) and the frame range. Clips without frames, without a coarse annotation, with a missing or NaN
+score, difficulty or judge score, or listed in both splits are left out and listed in `build_report.json`; a damaged
+or cut-short pickle is one error naming the file.
 
 ```bash
 vstar build finediving --annotations FineDiving/Annotations --frames FineDiving/FINADiving_MTL_256s \
@@ -18,6 +20,7 @@ from __future__ import annotations
 import importlib
 import io
 import logging
+import math
 import os
 import pickle
 import re
@@ -30,8 +33,17 @@ from typing import Any
 import av
 import numpy as np
 
+from vstar.errors import ConfigError, InputError
 from vstar.schema import source_features
-from vstar.sources.base import SOURCES, check_writable, command_line, skip, write_source_dataset
+from vstar.sources.base import (
+    SOURCES,
+    SplitIds,
+    check_settings,
+    check_writable,
+    command_line,
+    skip,
+    write_source_dataset,
+)
 from vstar.sources.probe import MISSING, UNDECODABLE, VideoProbe, parallel_map, probe_features, probe_video
 
 logger = logging.getLogger(__name__)
@@ -40,6 +52,7 @@ COARSE_FILE = "FineDiving_coarse_annotation.pkl"
 FINE_FILE = "FineDiving_fine-grained_annotation.pkl"
 SUB_ACTIONS_FILE = "Sub_action_Types_Table.pkl"
 SPLIT_FILES = {"train": "train_split.pkl", "test": "test_split.pkl"}
+COARSE_FIELDS = ("action_type", "start_frame", "end_frame", "dive_score", "difficulty", "judge_scores")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 CITATION = """@inproceedings{xu2022finediving,
   title     = {FineDiving: A Fine-grained Dataset for Procedure-aware Action Quality Assessment},
@@ -64,7 +77,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(InputError, pickle.UnpicklingError):
     """An annotation pickle references something other than the numpy objects FineDiving needs."""
 
 
@@ -107,12 +120,27 @@ def load_annotation_pickle(path: str | Path) -> Any:
 
     Raises:
         UnsafePickleError: when the file references anything but numpy arrays, dtypes and scalars.
+        InputError: when the file is cut short, damaged or not a pickle.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FineDiving annotation file {path} does not exist.")
     with open(path, "rb") as handle:
-        return AnnotationUnpickler(handle, str(path)).load()
+        try:
+            return AnnotationUnpickler(handle, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except EOFError:
+            raise InputError(
+                f"{path}: the pickle ends early ({path.stat().st_size} bytes): the file is cut short; download the "
+                "FineDiving annotations again."
+            ) from None
+        except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            raise InputError(
+                f"{path}: not a readable FineDiving annotation pickle ({type(err).__name__}: "
+                f"{' '.join(str(err).split())}): the file is damaged or is another file; download the FineDiving "
+                "annotations again."
+            ) from None
 
 
 @dataclass
@@ -131,6 +159,14 @@ class FineDivingAnnotations:
     fine: dict
     sub_action_types: dict[int, str]
     splits: dict[str, list]
+
+
+def _is_key(key: Any) -> bool:
+    try:
+        str(key[0]), int(key[1])
+    except (TypeError, ValueError, IndexError):
+        return False
+    return True
 
 
 def _check_keys(mapping: Any, name: str) -> None:
@@ -153,14 +189,22 @@ def load_finediving_annotations(directory: str | Path) -> FineDivingAnnotations:
     _check_keys(coarse, str(directory / COARSE_FILE))
     _check_keys(fine, str(directory / FINE_FILE))
     table = load_annotation_pickle(directory / SUB_ACTIONS_FILE)
+    if not isinstance(table, dict):
+        raise InputError(
+            f"{directory / SUB_ACTIONS_FILE}: expected a dict of sub-action id -> name, found {type(table).__name__}."
+        )
     splits = {}
     for split, name in SPLIT_FILES.items():
         keys = load_annotation_pickle(directory / name)
         if not isinstance(keys, (list, tuple)):
-            raise ValueError(
+            raise InputError(
                 f"{directory / name}: expected a list of (video_name, clip_idx), found {type(keys).__name__}."
             )
-        splits[split] = [(str(k[0]), int(k[1])) for k in keys]
+        try:
+            splits[split] = [(str(k[0]), int(k[1])) for k in keys]
+        except (TypeError, ValueError, IndexError):
+            bad = next(k for k in keys if not _is_key(k))
+            raise InputError(f"{directory / name}: expected (video_name, clip_idx) entries, found {bad!r}.") from None
     return FineDivingAnnotations(coarse, fine, {int(k): str(v) for k, v in table.items()}, splits)
 
 
@@ -346,8 +390,48 @@ def _encode_clip(task: _EncodeTask) -> _Encoded:
         return _Encoded(VideoProbe(error=f"{UNDECODABLE}: a frame in {task.frame_dir} cannot be read ({err})"))
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _annotation_problem(coarse: Any) -> str | None:
+    """Why a clip's coarse annotation cannot label a row (a missing field, a NaN score), or `None`."""
+    if coarse is None:
+        return f"{MISSING}: no coarse annotation for this clip"
+    if not isinstance(coarse, Mapping):
+        return f"label: the coarse annotation is a {type(coarse).__name__}, not a dict of fields"
+    absent = [key for key in COARSE_FIELDS if key not in coarse]
+    if absent:
+        return f"label: the coarse annotation has no {', '.join(absent)}"
+    if not str(coarse["action_type"]).strip():
+        return "label: the dive code (`action_type`) is empty"
+    for key in ("dive_score", "difficulty", "start_frame", "end_frame"):
+        if not _finite(coarse[key]):
+            return f"label: `{key}` is {coarse[key]!r}, not a number"
+    judges = coarse["judge_scores"]
+    try:
+        judges = list(np.asarray(judges, dtype=float).reshape(-1))
+    except (TypeError, ValueError):
+        return f"label: `judge_scores` is {judges!r}, not a list of numbers"
+    if not judges or not all(math.isfinite(x) for x in judges):
+        return f"label: `judge_scores` {[float(x) for x in judges]} is empty or holds a NaN"
+    return None
+
+
+def _encode_or_nothing(task: _EncodeTask | None) -> _Encoded:
+    return _Encoded(VideoProbe()) if task is None else _encode_clip(task)
+
+
 def _rows(
-    config: FineDivingConfig, annotations: FineDivingAnnotations, split: str, output: Path, report: dict
+    config: FineDivingConfig,
+    annotations: FineDivingAnnotations,
+    split: str,
+    output: Path,
+    report: dict,
+    ids: SplitIds,
 ) -> Iterator[dict[str, Any]]:
     keys = annotations.splits[split][: config.max_clips]
 
@@ -356,23 +440,27 @@ def _rows(
             clip_id = f"{video_name}_{clip_idx}"
             out_path = None if config.embed_videos else str(output / "videos" / f"{clip_id}.mp4")
             frame_dir = os.path.join(config.frames, video_name, str(clip_idx))
+            # A row that will be left out anyway is not encoded.
+            error = _annotation_problem(annotations.coarse.get((video_name, clip_idx))) or ids.claim(clip_id, split)
             yield (
-                (video_name, clip_idx, clip_id),
+                (video_name, clip_idx, clip_id, error),
                 _EncodeTask(frame_dir, out_path, config.fps, config.crf, config.overwrite_videos),
             )
 
     from tqdm.auto import tqdm
 
-    results = parallel_map(_encode_clip, tasks(), config.num_proc, batch_size=8, arg=lambda item: item[1])
-    for ((video_name, clip_idx, clip_id), task), encoded in tqdm(
+    results = parallel_map(
+        _encode_or_nothing, tasks(), config.num_proc, batch_size=8, arg=lambda item: None if item[0][3] else item[1]
+    )
+    for ((video_name, clip_idx, clip_id, error), task), encoded in tqdm(
         results, total=len(keys), desc=f"finediving {split}", unit="clip", leave=False
     ):
         report["rows_read"] += 1
         where = f"{video_name}/{clip_idx}"
         coarse = annotations.coarse.get((video_name, clip_idx))
         fine = annotations.fine.get((video_name, clip_idx)) or {}
-        if coarse is None:
-            skip(report, where, task.frame_dir, f"{MISSING}: no coarse annotation for this clip", clip_id)
+        if error is not None:
+            skip(report, where, task.frame_dir, error, clip_id)
             continue
         if not encoded.probe.ok:
             skip(report, where, task.frame_dir, encoded.probe.error, clip_id)
@@ -454,10 +542,14 @@ def build_finediving(config: FineDivingConfig | None = None, **overrides) -> Pat
         raise ValueError("Give the annotation folder and the frames folder: --annotations DIR --frames DIR.")
     if not Path(config.frames).is_dir():
         raise FileNotFoundError(f"Frames folder {config.frames} does not exist.")
+    check_settings(config, at_least={"num_proc": 1, "crf": 0, "max_clips": 1}, above={"fps": 0})
+    if config.crf > 51:
+        raise ConfigError(f"--crf must be at most 51 (the H.264 range is 0-51), not {config.crf}.")
     output = check_writable(config.output)
     annotations = load_finediving_annotations(config.annotations)
     report: dict[str, Any] = {"rows_read": 0, "skipped": []}
-    rows = {split: _rows(config, annotations, split, output, report) for split in annotations.splits}
+    ids = SplitIds()
+    rows = {split: _rows(config, annotations, split, output, report, ids) for split in annotations.splits}
     return write_source_dataset(
         rows,
         finediving_features(),
