@@ -5,10 +5,29 @@ Accepted rows (direct answers that pass, and rationalized answers that pass afte
 lost. A rationalized row is stored with the question WITHOUT the hint: the model must learn to reach the label
 from the video alone.
 
-```python
-from vstar.assemble import assemble_cycle
-stats = assemble_cycle(source_rows, generations, task, cycle=1, output_dir="runs/x/cycle-1/dataset")
-```
+The answers of one cycle, verified and assembled (`task.direct_prompt` / `task.rationalization_prompt` made the
+prompts; `generator` pins the model that answered, see `vstar.lineage.generator_name`):
+
+>>> import tempfile
+>>> out = tempfile.TemporaryDirectory()
+>>> from vstar.tasks import get_task
+>>> task = get_task("shapes")
+>>> sources = {
+...     clip: {"id": clip, "video": {"path": f"{clip}.mp4", "bytes": None}, "label": label}
+...     for clip, label in [("a", "red square moving"), ("b", "blue square moving")]
+... }
+>>> def answer(clip, attempt, text):
+...     return {"id": clip, "attempt": attempt, "question": "What colour is the square?", "answer": text}
+>>> answers = [answer("a", "direct", "It is red. Answer: red square moving"), answer("b", "direct", "Answer: red")]
+>>> direct = verify_generations(answers, sources, task)
+>>> [row["verification"]["passed"] for row in direct]
+[True, False]
+>>> hinted = verify_generations([answer("b", "rationalized", "It is blue. Answer: blue square moving")], sources, task)
+>>> stats = assemble_cycle(
+...     sources, direct, hinted, task, cycle=1, output_dir=out.name, generator="tiny-model@sha256:0123"
+... )
+>>> stats["accepted_direct"], stats["accepted_rationalized"], stats["rejected"], stats["yield"]
+(1, 1, 1, 1.0)
 """
 
 from __future__ import annotations
@@ -71,6 +90,7 @@ def assemble_cycle(
     cycle: int,
     output_dir: str | Path,
     split: str = "train",
+    generator: str | None = None,
 ) -> dict[str, Any]:
     """Write `default` (accepted) and `rejected` Parquet files for one cycle; return the counts.
 
@@ -81,7 +101,12 @@ def assemble_cycle(
         cycle: the cycle number stored in each row.
         output_dir: the dataset directory (Hub layout).
         split: the split name the rows are written under.
+        generator: the model that answered, pinned (`base@revision+adapter@revision`), stored in every row's
+            `generator` column; default the `generator` each generation row carries.
     """
+    if generator is not None:
+        direct = [{**r, "generator": generator} for r in direct]
+        rationalized = [{**r, "generator": generator} for r in rationalized]
     output_dir = Path(output_dir)
     passed_direct = {r["id"] for r in direct if r["verification"]["passed"]}
     accepted_direct = accepted_rationalized = 0

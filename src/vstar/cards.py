@@ -13,10 +13,44 @@ from typing import Any
 import jinja2
 import yaml
 
+DEFAULT_LICENSE = "apache-2.0"
+
+
+def _template_text(name: str) -> str:
+    return (resources.files("vstar.dataset_cards") / name).read_text("utf-8")
+
 
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FunctionLoader(lambda name: (resources.files("vstar.dataset_cards") / name).read_text("utf-8"))
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    from vstar.lineage import vstar_version
+
+    loader = jinja2.FunctionLoader(_template_text)
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals["vstar_version"] = vstar_version()
+    return env
+
+
+def video_star_citation() -> str:
+    """The BibTeX of the Video-STaR paper, in every card of a run."""
+    return _template_text("video_star.bib.j2")
+
+
+def _card_settings(config: Any) -> dict[str, Any]:
+    """The licence and citation a run's cards carry (`card_license`, `card_citation` of its `CycleConfig`)."""
+    return {
+        "license": getattr(config, "card_license", None) or DEFAULT_LICENSE,
+        "citation": getattr(config, "card_citation", None),
+    }
+
+
+def _lineage_context(lineage: Any, generator: str | None = None) -> dict[str, Any]:
+    """What `_lineage.md.j2` renders: the lineage (or `None`), its table, the citations."""
+    return {
+        "lineage": lineage,
+        "lineage_table": markdown_table(lineage.table()) if lineage is not None else None,
+        "generator": generator,
+        "video_star_citation": video_star_citation(),
+        "license_note": "a setting of the run: `card_license`; the videos keep their own licence",
+    }
 
 
 def render_card(template: str, metadata: dict[str, Any], **context: Any) -> str:
@@ -27,13 +61,22 @@ def render_card(template: str, metadata: dict[str, Any], **context: Any) -> str:
 
 
 def write_card(path: str | Path, template: str, metadata: dict[str, Any], **context: Any) -> Path:
+    """Render `dataset_cards/<template>` (see `render_card`) into `path`."""
     path = Path(path)
     path.write_text(render_card(template, metadata, **context), encoding="utf-8")
     return path
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A Markdown table of dict rows (floats to 4 significant digits, `None` as an em dash)."""
+    """A Markdown table of dict rows (floats to 4 significant digits, `None` as an em dash).
+
+    >>> rows = [{"cycle": 1, "yield": 0.123456, "note": None}, {"cycle": 2, "yield": 0.5, "note": "a|b"}]
+    >>> print(markdown_table(rows))
+    | cycle | yield | note |
+    |---|---|---|
+    | 1 | 0.1235 | — |
+    | 2 | 0.5 | a\\|b |
+    """
     if not rows:
         return "_none_"
     columns = columns or list(rows[0])
@@ -70,17 +113,31 @@ def write_instruction_card(
     history: list[dict[str, Any]],
     repo_id: str | None = None,
     revision: str | None = None,
+    train_config: Any = None,
 ) -> Path:
-    """The README.md of a cycle's instruction dataset directory (configs `default` and `rejected`)."""
+    """The README.md of a cycle's instruction dataset directory (configs `default` and `rejected`).
+
+    Args:
+        dataset_dir: the cycle's dataset directory.
+        stats: the assembly counts (`assemble_cycle`), `generator` included.
+        config: the run's `CycleConfig` (source, task, `card_license`, `card_citation`).
+        history: the per-cycle metrics so far.
+        repo_id, revision: where the dataset is (or will be) on the Hub, for the loading snippet.
+        train_config: the run's training config; with it the card gets its lineage section (base model, source
+            commit, vstar version, resolved settings).
+    """
     from vstar.assemble import instruction_configs
     from vstar.io import dataset_info_yaml
+    from vstar.lineage import run_lineage
     from vstar.schema import INSTRUCTION_FEATURES
 
     dataset_dir = Path(dataset_dir)
     counts = {"default": {"train": stats["accepted"]}, "rejected": {"train": stats["rejected"]}}
+    settings = _card_settings(config)
+    lineage = run_lineage(config, train_config) if train_config is not None else None
     metadata = {
         "pretty_name": f"Video-STaR cycle {stats['cycle']} instruction data",
-        "license": "other",
+        "license": settings["license"],
         "task_categories": ["video-text-to-text"],
         "tags": ["video", "vstar", "video-star", f"cycle-{stats['cycle']}"],
         "configs": instruction_configs(),
@@ -100,6 +157,8 @@ def write_instruction_card(
         revision=revision,
         reasons_table=markdown_table(reasons),
         history_table=_history_table(history) if history else None,
+        citation=settings["citation"],
+        **_lineage_context(lineage, stats.get("generator")),
     )
 
 
@@ -114,13 +173,33 @@ def write_model_card(
     revision: str | None = None,
     dataset_repo: str | None = None,
     dataset_revision: str | None = None,
+    base_repo: tuple[str, str] | None = None,
 ) -> Path:
-    """The README.md of a cycle's model directory, with held-out results in `model-index`."""
+    """The README.md of a cycle's model directory, with held-out results in `model-index` and its lineage.
+
+    Args:
+        model_dir: the cycle's model (adapter) directory.
+        entry: the cycle's metrics.
+        history: the per-cycle metrics so far.
+        cycle_config: the run's `CycleConfig` (source, task, `card_license`, `card_citation`).
+        train_config: the run's training config (base model, hyperparameters).
+        dataset_dir: the instruction dataset the model was trained on.
+        repo_id, revision: where the model is (or will be) on the Hub, for the usage snippet.
+        dataset_repo, dataset_revision: the pushed instruction dataset and its commit.
+        base_repo: `(hub_id, sha)` the usage snippet loads the base model from (`lineage.publish_base_model`);
+            default the configured base as is.
+    """
+    from vstar.lineage import run_lineage
+
     model_dir = Path(model_dir)
+    lora = train_config.finetuning == "lora"
+    settings = _card_settings(cycle_config)
+    lineage = run_lineage(cycle_config, train_config, adapter=model_dir if lora else None, base_repo=base_repo)
+    base_id, base_id_revision = base_repo or (train_config.model_name_or_path, None)
     metadata: dict[str, Any] = {
-        "base_model": train_config.model_name_or_path,
-        "library_name": "peft" if train_config.finetuning == "lora" else "transformers",
-        "license": "other",
+        "base_model": base_id,
+        "library_name": "peft" if lora else "transformers",
+        "license": settings["license"],
         "pipeline_tag": "video-text-to-text",
         "tags": ["video", "vstar", "video-star", f"cycle-{entry['cycle']}", "trl", "sft"],
         "datasets": [dataset_repo or str(dataset_dir)],
@@ -175,9 +254,12 @@ def write_model_card(
         "model.md.j2",
         metadata,
         title=f"Video-STaR cycle {entry['cycle']} ({cycle_config.task})",
-        kind="A LoRA adapter" if train_config.finetuning == "lora" else "A finetuned model",
+        kind="A LoRA adapter" if lora else "A finetuned model",
         entry=entry,
+        lora=lora,
         base_model=train_config.model_name_or_path,
+        base_id=base_id,
+        base_id_revision=base_id_revision,
         dataset=dataset_repo or str(dataset_dir),
         dataset_revision=dataset_revision,
         repo_id=repo_id or str(model_dir),
@@ -186,4 +268,6 @@ def write_model_card(
         history_table=_history_table(history),
         plot=(model_dir / "cycles.png").exists(),
         hyperparameters_table=markdown_table([{"setting": k, "value": v} for k, v in hyper.items()]),
+        citation=settings["citation"],
+        **_lineage_context(lineage),
     )

@@ -49,6 +49,7 @@ from vstar.distributed import (
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import GenerationBackend, GenerationRequest, get_backend, read_generations, run_generation
 from vstar.io import load_split, rows_with_class_names
+from vstar.lineage import generator_name, publish_base_model
 from vstar.plots import plot_cycles
 from vstar.tasks.base import Task, draw_questions, get_task
 from vstar.train.sft import VStarSFTConfig, merge_adapter, train
@@ -210,8 +211,19 @@ class CycleRunner:
         if is_main_process():
             dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
             shutil.rmtree(dataset_dir, ignore_errors=True)
-            stats = assemble_cycle(self.sources, direct, rationalized, self.task, cycle, dataset_dir)
-            write_instruction_card(dataset_dir, stats=stats, config=self.config, history=self.history())
+            ref = self.model_ref(cycle - 1)
+            stats = assemble_cycle(
+                self.sources,
+                direct,
+                rationalized,
+                self.task,
+                cycle,
+                dataset_dir,
+                generator=generator_name(ref.model, ref.adapter),
+            )
+            write_instruction_card(
+                dataset_dir, stats=stats, config=self.config, history=self.history(), train_config=self.train_config
+            )
         stats = broadcast_from_main(stats)
         self.state.mark(stage, stats)
         return stats
@@ -342,6 +354,7 @@ class CycleRunner:
             history=history,
             repo_id=dataset_repo,
             revision=cycle_tag(cycle),
+            train_config=self.train_config,
         )
         run_files = cycle_dir / "model" / "vstar_run"
         run_files.mkdir(exist_ok=True)
@@ -350,6 +363,10 @@ class CycleRunner:
         shutil.copyfile(self.run_dir / "cycles.png", cycle_dir / "model" / "cycles.png")
 
         def card_for(dataset_repo: str, dataset_sha: str) -> None:
+            # The card's snippet loads the base from the Hub: a local base directory is pushed beside the model.
+            base_repo = publish_base_model(
+                self._publisher(), self.train_config.model_name_or_path, model_repo, self.config.hub_base_model_repo
+            )
             write_model_card(
                 cycle_dir / "model",
                 entry=entry,
@@ -361,6 +378,7 @@ class CycleRunner:
                 revision=cycle_tag(cycle),
                 dataset_repo=dataset_repo,
                 dataset_revision=dataset_sha,
+                base_repo=base_repo,
             )
 
         merged = cycle_dir / "model" / "merged"

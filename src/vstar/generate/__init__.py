@@ -8,7 +8,6 @@ from vstar.generate.base import (
     GenerationSettings,
     get_backend,
     read_generations,
-    read_skipped,
     run_generation,
 )
 
@@ -19,6 +18,5 @@ __all__ = [
     "GenerationSettings",
     "get_backend",
     "read_generations",
-    "read_skipped",
     "run_generation",
 ]

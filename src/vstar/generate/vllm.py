@@ -418,7 +418,6 @@ class VLLMBackend(GenerationBackend):
         self.llm = vllm.LLM(**kwargs)
         self.sampling_params = vllm.SamplingParams(**sampling_kwargs(self.settings))
         self.generator = model + (f"+{adapter}" if adapter else "")
-        self.model_name, self.adapter_name = model, adapter
         workers = self.settings.decode_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vstar-decode") if workers else None
 
