@@ -72,3 +72,38 @@ def test_a_failure_keeps_what_was_written(tmp_path):
     ds = load_dataset(str(tmp_path))
     assert ds["train"]["id"] == [f"train-{i}" for i in range(5)] and ds["test"]["label"] == [0, 1, 0]
     assert "The build stopped early" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num_frames", "0"], "--num_frames must be at least 1, not 0."),
+        (["--fps", "0"], "--fps must be greater than 0, not 0.0."),
+        (["--num_train", "-1"], "--num_train must be at least 0, not -1."),
+        (["--num_train", "0", "--num_validation", "0", "--num_test", "0"], "are all 0: ask for at least one clip."),
+        (["--size", "16", "--square_size", "20"], "--square_size (20) must be smaller than --size (16)"),
+    ],
+)
+def test_impossible_settings_fail_at_start(tmp_path, capsys, flags, message):
+    from vstar.cli import main
+
+    out = tmp_path / "out"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "shapes", "--output", str(out), *flags])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(errors) == 1 and message in errors[0]
+    assert not out.exists()  # refused before anything was written, no 0-byte videos
+
+
+def test_no_rows_at_all_is_an_error_naming_the_report(tmp_path):
+    from vstar.errors import InputError
+
+    features = source_features({"label": ClassLabel(names=["a"])})
+    report = {"rows_read": 2, "skipped": []}
+    for row in ("x.csv:2", "x.csv:3"):
+        report["skipped"].append({"row": row, "id": None, "file": None, "reason": "missing: no file"})
+    with pytest.raises(InputError, match=r"all 2 rows read were left out \(missing 2\).*build_report\.json"):
+        write_source_dataset({"train": iter([])}, features, tmp_path, card={}, report=report)
+    assert json.loads((tmp_path / "build_report.json").read_text())["rows_written"] == 0
+    assert not (tmp_path / "README.md").exists() and not list(tmp_path.glob("data/*.parquet"))

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vstar.errors import ConfigError
 from vstar.schema import source_features
-from vstar.sources.base import SOURCES, write_source_dataset
+from vstar.sources.base import SOURCES, check_settings, write_source_dataset
 from vstar.video import encode_video
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,21 @@ def _rows(split: str, count: int, config: ShapesConfig, seed_offset: int):
         }
 
 
+def _validate(config: ShapesConfig) -> None:
+    """Refuse settings that cannot give a usable clip, before anything is written."""
+    check_settings(
+        config,
+        at_least={"num_train": 0, "num_validation": 0, "num_test": 0, "num_frames": 1, "square_size": 1, "size": 16},
+        above={"fps": 0},
+    )
+    if config.num_train + config.num_validation + config.num_test == 0:
+        raise ConfigError("--num_train, --num_validation and --num_test are all 0: ask for at least one clip.")
+    if config.square_size >= config.size:
+        raise ConfigError(
+            f"--square_size ({config.square_size}) must be smaller than --size ({config.size}) for the square to move."
+        )
+
+
 @SOURCES.register("shapes")
 def build_shapes(config: ShapesConfig | None = None, **overrides) -> Path:
     """Write the shapes source dataset (train / validation / test) to `config.output`.
@@ -152,6 +168,7 @@ def build_shapes(config: ShapesConfig | None = None, **overrides) -> Path:
     from datasets import ClassLabel, Value
 
     config = config or ShapesConfig(**overrides)
+    _validate(config)
     features = source_features(
         {
             "label": ClassLabel(names=CLASSES),
