@@ -97,11 +97,6 @@ def configs_yaml(configs: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
     return entries
 
 
-def read_parquet_rows(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of one Parquet file as Python dicts (no decoding of videos)."""
-    return pq.read_table(str(path)).to_pylist()
-
-
 def _local_data_files(directory: Path, config: str, split: str) -> list[Path]:
     prefix = "data" if config == "default" else config
     files = sorted((directory / prefix).glob(f"{split}-*.parquet"))

@@ -72,11 +72,6 @@ def vstar_version() -> str:
         return __version__
 
 
-def is_local(path_or_id: str | Path) -> bool:
-    """Whether `path_or_id` names an existing local file or directory (else it is a Hub id)."""
-    return Path(path_or_id).exists()
-
-
 def _stamp(files: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 

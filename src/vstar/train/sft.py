@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,16 +328,6 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         output_dir,
     )
     return summary
-
-
-def trainable_modules(model) -> list[str]:
-    """Names of modules with trainable parameters (for reporting what LoRA touches)."""
-    names = {
-        re.sub(r"\.(weight|bias|lora_[AB]\.default\.weight)$", "", n)
-        for n, p in model.named_parameters()
-        if p.requires_grad
-    }
-    return sorted(names)
 
 
 def merge_adapter(
