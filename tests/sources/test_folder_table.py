@@ -57,6 +57,18 @@ def test_class_folders(clip, tmp_path):
     assert reasons["yoga/notes.txt"].startswith("unknown extension") and "--extensions" in reasons["yoga/notes.txt"]
 
 
+def test_all_bad_folder_is_an_error_naming_the_report(tmp_path):
+    root = tmp_path / "clips"
+    (root / "yoga").mkdir(parents=True)
+    (root / "yoga" / "a.mp4").write_bytes(b"")
+    (root / "yoga" / "b.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(InputError, match=r"all 2 rows read were left out \(empty 1, undecodable 1\)"):
+        build_folder(videos=str(root), output=str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["rows_written"] == 0 and len(report["skipped"]) == 2
+    assert not (tmp_path / "out" / "README.md").exists()
+
+
 def test_class_folders_inside_split_folders(clip, tmp_path):
     root = tmp_path / "clips"
     for path in ["train/cat/1.mp4", "train/dog/2.mp4", "val/cat/3.mp4", "test/bird/4.mp4"]:

@@ -235,6 +235,8 @@ def test_uncut_downloads_are_read_inside_the_csv_window(shared_data, tmp_path):
         short["file"].endswith("nj3KLfg5Kbg.mp4") and short["row"] == f"{sample}:{list(rows).index('nj3KLfg5Kbg') + 2}"
     )
     assert sum(entry["reason"].startswith("missing") for entry in report["skipped"]) == len(rows) - 3
+    # The card counts the windows' 10 + 10 s and the 1 s cut clip, not the whole downloads' 14 + 11 s.
+    assert "| validation | 3 | 0.006 |" in (out / "README.md").read_text()
 
 
 def _csv_lines(rows: list[list[str]], header: str = "label,youtube_id,time_start,time_end,split") -> str:
