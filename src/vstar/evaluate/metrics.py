@@ -17,20 +17,25 @@ python -c "from vstar.evaluate.metrics import spearman; print(spearman([1, 2, 3,
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vstar.verify.answer import (
-    MAX_CONCLUSION_CHARS,
-    find_conclusion,
-    is_negated,
-    normalize_text,
-    split_sentences,
-    stem,
-)
+from vstar.verify.choice import option_keys, parse_choice, reference_key
+
+__all__ = [
+    "classification_metrics",
+    "generic_metrics",
+    "load_metric",
+    "multiple_choice_metrics",
+    "parse_choice",
+    "quality_metrics",
+    "relative_l2",
+    "spearman",
+    "task_metrics",
+    "yield_metric",
+]
 
 if TYPE_CHECKING:
     import evaluate
@@ -297,203 +302,6 @@ def quality_metrics(
 # Multiple choice
 # ---------------------------------------------------------------------------------------------------------------
 
-# Words that introduce a choice: "option B", "choice (c)", "letter D".
-_CHOICE_WORDS = r"(?i:(?:option|choice|letter|alternative)s?)"
-# Words after which a bare letter reads as a choice ("B is correct", "B because ...").
-_LETTER_FOLLOWERS = (
-    r"(?i:is|are|was|were|seems?|appears?|looks?|would|should|must|could|might|can|because|since|as|and|or|but|which|"
-    r"fits?|matches|describes?)"
-)
-_PREPOSITIONS = frozenset("in on at to of with from by for into onto over under".split())
-_STOPWORDS = frozenset("a an the is are was were be been being it its this that these those".split())
-_WORD_RE = re.compile(r"[^\W_]+")
-# Decoration around a whole answer: "**B**", "(B)", "'B'.", "B."
-_DECORATION = " \t\n*_`'\"()[]{}<>.,:;!?-"
-# A choice at the very start of a piece: "B", "B)", "(B)", "B.", "B:", "[B]", "B - text", "**B**: text".
-_LEADING_RE = re.compile(r"^[\s*_#>`\"']*[(\[]?([A-Za-z0-9])(?:[)\].:]|\s+[-–—]\s|\s*$|\*\*)")
-# Where a model writes its final answer when it gives no designated line: a bounded tail is enough.
-_MAX_WHOLE_CHARS = 300
-
-
-class _Ambiguous(Exception):
-    """Two or more options named as the answer."""
-
-
-def _option_keys(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
-    """Options as {KEY: text} with upper-case keys; a sequence is lettered A, B, C, ..."""
-    if isinstance(options, Mapping):
-        items = [(str(k).strip().upper(), str(v)) for k, v in options.items()]
-    else:
-        items = [(chr(ord("A") + i), str(v)) for i, v in enumerate(options)]
-    keys = dict(items)
-    if len(keys) != len(items) or "" in keys:
-        raise ValueError(f"Option keys must be distinct and non-empty; got {[k for k, _ in items]}.")
-    return keys
-
-
-def _letter_negated(piece: str, start: int, end: int) -> bool:
-    """Whether the letter at `piece[start:end]` is negated ("not A", "rather than (C)", "A is wrong")."""
-    before = normalize_text(piece[:start])
-    after = normalize_text(piece[end:])
-    norm = f"{before} choice {after}"
-    return is_negated(norm, len(before) + 1, len(before) + 7)
-
-
-def _letter_mentions(piece: str, keys: Mapping[str, str]) -> set[str]:
-    """The option keys a piece names as letters (not negated)."""
-    letters = "".join(sorted({k for k in keys if len(k) == 1 and k.isalnum()}))
-    if not letters:
-        return set()
-    cls = "[" + re.escape(letters) + re.escape(letters.lower()) + "]"
-    upper = "[" + re.escape(letters) + "]"
-    end = r"(?:\s*$|[).\]:,;!?]|\s+[-–—]\s|\s+" + _LETTER_FOLLOWERS + r"\b)"
-    patterns = [
-        # "(B)", "[b]"
-        r"[(\[{](" + cls + r")[)\]}]",
-        # "option B", "choice c", "options: D"
-        r"\b" + _CHOICE_WORDS + r"\s*[:=]?\s*[(\[]?(" + cls + r")(?![\w'])",
-        # "answer: b.", "answer is c" (a lower-case letter only before punctuation or the end: "the answer is a man")
-        r"\b(?i:answer\s*(?:is|would\s+be|should\s+be|must\s+be|[:=]))\s*(" + cls + r")(?=" + end + r")",
-        # a bare capital before the end, punctuation or a verb: "I'd pick C.", "B is correct"
-        r"(?<![\w'\-])(" + upper + r")(?=" + end + r")",
-    ]
-    found: set[str] = set()
-    for pattern in patterns:
-        for m in re.finditer(pattern, piece):
-            if not _letter_negated(piece, m.start(1), m.end(1)):
-                found.add(m.group(1).upper())
-    return found
-
-
-def _content_tokens(text: str) -> list[tuple[str, int, int]]:
-    """Stemmed content words of normalised text with their positions (articles and copulas dropped)."""
-    return [(_stem(m.group(0)), m.start(), m.end()) for m in _WORD_RE.finditer(text) if m.group(0) not in _STOPWORDS]
-
-
-def _stem(word: str) -> str:
-    # Adverbs read as their adjective: "normally" as "normal", "slowly" as "slow".
-    return stem(word[:-2] if len(word) > 5 and word.endswith("ly") else word)
-
-
-def _text_mentions(piece: str, keys: Mapping[str, str]) -> set[str]:
-    """The options whose text a piece states, read as stemmed content words.
-
-    An option counts when the piece states its whole text (in order), or all the words that only this option has
-    ("running" of "The man is running" among other things the man does; prepositions aside). Negated mentions and a
-    mention inside a longer one ("walking" inside "walking slowly") are dropped.
-    """
-    norm = normalize_text(piece)
-    tokens = _content_tokens(norm)
-    words = [t[0] for t in tokens]
-    options = {key: [t[0] for t in _content_tokens(normalize_text(text))] for key, text in keys.items()}
-    spans: list[tuple[int, int, str, bool]] = []
-    for key, phrase in options.items():
-        size = len(phrase)
-        for i in range(len(words) - size + 1) if size else ():
-            if words[i : i + size] == phrase:
-                spans.append((i, i + size, key, is_negated(norm, tokens[i][1], tokens[i + size - 1][2])))
-    for key, phrase in options.items():
-        others = {w for k, v in options.items() if k != key for w in v}
-        unique = [w for w in dict.fromkeys(phrase) if w not in others]
-        unique = [w for w in unique if w not in _PREPOSITIONS] or unique
-        positions = []
-        for word in unique:
-            found = [i for i, w in enumerate(words) if w == word and not is_negated(norm, tokens[i][1], tokens[i][2])]
-            if not found:
-                break
-            positions.append(found[0])
-        if unique and len(positions) == len(unique):
-            spans.append((min(positions), max(positions) + 1, key, False))
-    kept = set()
-    for s, e, key, negated in spans:
-        inside_longer = any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _, _ in spans)
-        if not negated and not inside_longer:
-            kept.add(key)
-    return kept
-
-
-def _resolve(piece: str, keys: Mapping[str, str]) -> str | None:
-    """The one option a piece names; None if it names none; raises `_Ambiguous` if it names several."""
-    piece = piece.strip()
-    if not piece:
-        return None
-    bare = piece.strip(_DECORATION).upper()
-    if bare in keys:
-        return bare
-    leading = _LEADING_RE.match(piece)
-    if leading and leading.group(1).upper() in keys:
-        # "B. Option A is similar, but ...": the leading letter decides unless its own sentence names another.
-        first = split_sentences(piece)[0] if split_sentences(piece) else piece
-        if _letter_mentions(first, keys) - {leading.group(1).upper()}:
-            raise _Ambiguous
-        return leading.group(1).upper()
-    for mentions in (_letter_mentions(piece, keys), _text_mentions(piece, keys)):
-        if len(mentions) == 1:
-            return mentions.pop()
-        if len(mentions) > 1:
-            raise _Ambiguous
-    return None
-
-
-def parse_choice(answer: str | None, options: Mapping[str, str] | Sequence[str]) -> str | None:
-    """The option an answer chooses: its key (upper case), or `None` if it names none or several.
-
-    Reads a letter ("B", "(B)", "B.", "b)", "Answer: B", "The answer is option B", "**B**", "\\boxed{B}"), a letter
-    with text ("B) The man is walking") and the option text alone ("The man is walking", or "He walks" when only that
-    option says "walking"; compared as words after case, punctuation, articles and inflections are normalised; a
-    mention of a shorter option inside a longer one counts as the longer). Negated mentions ("not A", "rather than
-    C", "A is wrong") are skipped.
-
-    Only the conclusion counts: the designated final answer ("Answer: ...", "The answer is ...") if there is one,
-    else the last conclusive sentence (or first the last line, when it opens with a letter: "B. Because ..."), then
-    the last line and, for a short answer, the whole text. The first of these that names any option decides; naming
-    two or more ("A or B", "B and D") gives `None`. A leading letter ("B. ...", "(C) ...") wins over mentions in
-    later sentences, and a letter wins over option text.
-
-    Args:
-        answer: the model's answer.
-        options: {key: option text} ("A": "...", ...), or the option texts in order (keys A, B, C, ...).
-    """
-    keys = _option_keys(options)
-    if not answer or not str(answer).strip():
-        return None
-    text = str(answer).strip()
-    conclusion = find_conclusion(text)
-    lines = [line for line in text.splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
-    leading = _LEADING_RE.match(last)
-    if not conclusion.designated and leading and leading.group(1).upper() in keys:
-        # "B. Option A is close, but ...": a final line that opens with a letter answers with it.
-        pieces = [last[:MAX_CONCLUSION_CHARS], conclusion.text]
-    else:
-        pieces = [conclusion.text, last[-MAX_CONCLUSION_CHARS:]]
-    if len(text) <= _MAX_WHOLE_CHARS:
-        pieces.append(text)
-    seen: set[str] = set()
-    for piece in pieces:
-        if not piece or piece in seen:
-            continue
-        seen.add(piece)
-        try:
-            choice = _resolve(piece, keys)
-        except _Ambiguous:
-            return None
-        if choice is not None:
-            return choice
-    return None
-
-
-def _reference_key(reference: Any, keys: Mapping[str, str]) -> str:
-    if isinstance(reference, int) and not isinstance(reference, bool) and 0 <= reference < len(keys):
-        return list(keys)[reference]
-    ref = str(reference).strip()
-    if ref.upper() in keys:
-        return ref.upper()
-    key = parse_choice(ref, keys)
-    if key is None:
-        raise ValueError(f"Reference {reference!r} names none of the options {list(keys)}.")
-    return key
-
 
 def multiple_choice_metrics(
     answers: Sequence[str | None],
@@ -516,10 +324,10 @@ def multiple_choice_metrics(
     choices: list[str | None] = []
     hits: list[bool] = []
     for answer, options, reference in zip(answers, options_list, references):
-        keys = _option_keys(options)
+        keys = option_keys(options)
         choice = parse_choice(answer, keys)
         choices.append(choice)
-        hits.append(choice is not None and choice == _reference_key(reference, keys))
+        hits.append(choice is not None and choice == reference_key(reference, keys))
     parsed = [c for c in choices if c is not None]
     counts = Counter(parsed)
     return {
@@ -546,14 +354,49 @@ def yield_metric(verdicts: Sequence[bool]) -> float | None:
     return _mean([bool(v) for v in verdicts])
 
 
+def generic_metrics(predictions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-field metrics of the generic task, keyed `<column>/<metric>`; the field's kind is read from its labels.
+
+    A text label is a class (`classification_metrics`: accuracy, per-class accuracy, confusions, unparsed rate); a
+    number gets `spearman`, `mae` and `parse_rate`; a list of steps gets `sequence_accuracy` and `parse_rate`.
+
+    Args:
+        predictions: per-example dicts with `label` and `prediction` (see `task_metrics`).
+    """
+    metrics: dict[str, Any] = {}
+    columns = list(dict.fromkeys(k for p in predictions for k in (p.get("label") or {})))
+    for column in columns:
+        pairs = [((p.get("prediction") or {}).get(column), p["label"].get(column)) for p in predictions]
+        pairs = [(pred, true) for pred, true in pairs if true is not None]
+        if not pairs:
+            continue
+        truths = [t for _, t in pairs]
+        if all(isinstance(t, (list, tuple)) for t in truths):
+            hits = [bool(p) and _sequence_equal(p, t) for p, t in pairs]
+            values = {"sequence_accuracy": _mean(hits), "parse_rate": _mean([bool(p) for p, _ in pairs])}
+        elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in truths):
+            scored = [(float(p), float(t)) for p, t in pairs if not _missing(p)]
+            values = {
+                "spearman": spearman([p for p, _ in scored], [t for _, t in scored]) if scored else None,
+                "mae": _mean([abs(p - t) for p, t in scored]),
+                "parse_rate": len(scored) / len(pairs),
+            }
+        else:
+            values = classification_metrics([p for p, _ in pairs], [str(t) for t in truths])
+            values.pop("num_examples")
+        metrics.update({f"{column}/{k}": v for k, v in values.items()})
+    return metrics
+
+
 def task_metrics(task_name: str, predictions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The metrics of a task from the per-example predictions of `vstar.evaluate.run.score_answers`.
 
     Each prediction has `label` (the task's label dict), `prediction` (what `task.score` parsed, `None` values when
     unparseable) and `correct` (the verifier's verdict). Every task gets `accuracy` and `verifier_yield` (both the
     mean of `correct`) and `num_examples`; `action_recognition` and `shapes` add `classification_metrics` on the
-    `label` field; `action_quality` adds `quality_metrics` on `dive_score`, `difficulty` and `sub_actions`. Unknown
-    tasks get accuracy and yield only.
+    `label` field; `action_quality` adds `quality_metrics` on `dive_score`, `difficulty` and `sub_actions`;
+    `multiple_choice` adds `multiple_choice_metrics` (read from each prediction's `answer` and its label's
+    `options` and `answer`); `generic` adds `generic_metrics`. Unknown tasks get accuracy and yield only.
 
     Args:
         task_name: the registered task name.
@@ -584,6 +427,16 @@ def task_metrics(task_name: str, predictions: Sequence[Mapping[str, Any]]) -> di
                 field("sub_actions", "label"),
             )
         )
+    elif task_name == "multiple_choice":
+        mc = multiple_choice_metrics(
+            [p.get("answer") for p in predictions],
+            [p["label"]["options"] for p in predictions],
+            [p["label"]["answer"] for p in predictions],
+        )
+        mc.pop("choices")  # per example, already in the predictions
+        metrics.update(mc)
+    elif task_name == "generic":
+        metrics.update(generic_metrics(predictions))
     metrics["accuracy"] = yield_metric(verdicts)
     metrics["verifier_yield"] = yield_metric(verdicts)
     metrics["num_examples"] = len(predictions)

@@ -11,8 +11,10 @@ task = get_task("action_recognition", classes=["abseiling", "rock climbing"])
 from vstar.tasks import (  # noqa: F401, E402  (registers the tasks)
     action_quality,
     action_recognition,
+    generic,
+    multiple_choice,
     shapes,  # noqa: F401, E402
 )
-from vstar.tasks.base import TASKS, Prompts, Task, get_task
+from vstar.tasks.base import TASKS, Prompts, Task, get_task, load_task
 
-__all__ = ["TASKS", "Prompts", "Task", "get_task"]
+__all__ = ["TASKS", "Prompts", "Task", "get_task", "load_task"]

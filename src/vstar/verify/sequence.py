@@ -20,7 +20,14 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from vstar.verify.answer import find_conclusion, find_numbers, is_negated, prepare_numeric_text, split_sentences
+from vstar.verify.answer import (
+    find_conclusion,
+    find_numbers,
+    is_negated,
+    normalize_text,
+    prepare_numeric_text,
+    split_sentences,
+)
 from vstar.verify.base import FieldVerdict
 
 Item = tuple  # ("group", name) | ("som", count, position) | ("twist", count) | ("entry",)
@@ -289,4 +296,135 @@ class SequenceVerifier:
             return FieldVerdict(name, True, exp_text, found, "match", "The sub-actions match in order.")
         if sorted(map(repr, got)) == sorted(map(repr, want)):
             return FieldVerdict(name, False, exp_text, found, "order", "The sub-actions are right but out of order.")
+        return FieldVerdict(name, False, exp_text, found, "mismatch", f"Expected {exp_text}; the answer has {found}.")
+
+
+# Separators between the steps of a written sequence ("crack eggs, whisk, then fry", "1. a 2. b", "a -> b").
+_STEP_SPLIT_RE = re.compile(r"\s*(?:[,;\n]|->|→|=>|\bthen\b|\band\s+then\b|\bafter\s+that\b|\bfollowed\s+by\b)\s*")
+_STEP_NUMBER_RE = re.compile(r"(?:^|\s)\(?\d{1,2}[.)]\s+")
+_STEP_FILLER = frozenset("first firstly second secondly third next finally lastly afterwards and then step".split())
+_STEP_HEDGE_RE = re.compile(r"\bor\b|/|\b(?:possibly|perhaps|maybe|alternatively)\b")
+_STEP_WORD_RE = re.compile(r"[^\W_]+")
+
+
+def _step_stems(text: str) -> frozenset[str]:
+    from vstar.verify.answer import stem
+
+    words = _STEP_WORD_RE.findall(normalize_text(text))
+    return frozenset(stem(w) for w in words if w not in _STEP_FILLER and w not in _STEP_STOPWORDS)
+
+
+_STEP_STOPWORDS = frozenset("a an the it its them this that is are was were be to of on in with into".split())
+
+
+class StepSequenceVerifier:
+    """Judges whether an answer states a label's steps (any names) in order: `["crack eggs", "whisk", "fry"]`.
+
+    The conclusion (after `<key>:` when the answer labels it, e.g. "steps: ...") is cut into steps at commas,
+    semicolons, "then", arrows and numbered items; a step matches a label item when it contains the item's words
+    (inflections and articles aside) or is a close spelling of it.
+
+    Args:
+        keys: words that announce the sequence in an answer ("steps", "sequence").
+        threshold: rapidfuzz ratio (0-100) above which a step reads as a misspelt item.
+
+    ```python
+    from vstar.verify.sequence import StepSequenceVerifier
+    steps = ["crack eggs", "whisk", "fry"]
+    StepSequenceVerifier().verify_field("Answer: steps: crack the eggs, whisk them, then fry", steps).passed  # True
+    ```
+    """
+
+    def __init__(self, keys: Sequence[str] = ("steps", "sequence", "order"), threshold: float = 85.0):
+        self.keys = [k for k in keys if k.strip()]
+        self.threshold = float(threshold)
+        self._key_re = (
+            re.compile(
+                r"(?i)\b(?:" + "|".join(re.escape(k).replace(r"\ ", r"[\s_]+") for k in self.keys) + r")\s*[:=]"
+            )
+            if self.keys
+            else None
+        )
+
+    def _segment(self, answer: object) -> str:
+        text = find_conclusion(answer).text
+        if self._key_re is not None:
+            m = self._key_re.search(text)
+            if m is not None:
+                text = text[m.end() :]
+                # The next labelled field ("score: ...") ends the sequence.
+                nxt = re.search(r"(?:^|[.;\n]\s*)[A-Za-z][\w ]{0,30}:", text)
+                text = text[: nxt.start()] if nxt else text
+        return text.strip().rstrip(".")
+
+    def steps(self, answer: object) -> list[str]:
+        """The steps an answer's conclusion states, in order.
+
+        Args:
+            answer: the model's answer.
+        """
+        segment = _STEP_NUMBER_RE.sub(", ", self._segment(answer))
+        return [p.strip(" .*_") for p in _STEP_SPLIT_RE.split(segment) if _step_stems(p)]
+
+    def _match(self, step: str, expected: Sequence[str]) -> int | None:
+        from rapidfuzz import fuzz
+
+        words = _step_stems(step)
+        best, best_size = None, 0
+        for i, item in enumerate(expected):
+            want = _step_stems(item)
+            if want and want <= words and len(want) > best_size:
+                best, best_size = i, len(want)
+        if best is None:
+            scores = [fuzz.ratio(normalize_text(step), normalize_text(item)) for item in expected]
+            if scores and max(scores) >= self.threshold:
+                best = scores.index(max(scores))
+        return best
+
+    def parse(self, answer: str, expected: Sequence[str] | None = None) -> list[str] | None:
+        """The stated steps (as the label's item names where they match one); None if none or hedged.
+
+        Args:
+            answer: the model's answer.
+            expected: the label's items, to name the steps by.
+        """
+        if _STEP_HEDGE_RE.search(self._segment(answer)) and not any(" or " in str(e) for e in expected or ()):
+            return None
+        steps = self.steps(answer)
+        if not steps:
+            return None
+        if not expected:
+            return steps
+        named = []
+        for step in steps:
+            k = self._match(step, [str(e) for e in expected])
+            named.append(str(expected[k]) if k is not None else step)
+        return named
+
+    def verify_field(self, answer: str, expected: Sequence[str], name: str = "steps") -> FieldVerdict:
+        """Judge the answer's steps against the label's, in order (no step missing, none extra).
+
+        Args:
+            answer: the model's answer.
+            expected: the label's steps in order (a list, or one text with commas).
+            name: the label field, reported in the verdict.
+
+        Returns:
+            A `FieldVerdict` with reason `match`, `order`, `mismatch`, `hedged` or `no_sequence`.
+        """
+        if isinstance(expected, str):
+            expected = [x.strip() for x in expected.split(",") if x.strip()]
+        expected = [str(e) for e in expected]
+        exp_text = ", ".join(expected)
+        steps = self.steps(answer)
+        found = ", ".join(steps) or None
+        if not steps:
+            return FieldVerdict(name, False, exp_text, None, "no_sequence", "The answer states no steps.")
+        if _STEP_HEDGE_RE.search(self._segment(answer)) and not any(" or " in e for e in expected):
+            return FieldVerdict(name, False, exp_text, found, "hedged", "The answer offers alternative steps.")
+        matched = [self._match(step, expected) for step in steps]
+        if matched == list(range(len(expected))):
+            return FieldVerdict(name, True, exp_text, found, "match", "The steps match in order.")
+        if None not in matched and sorted(matched) == list(range(len(expected))):
+            return FieldVerdict(name, False, exp_text, found, "order", "The steps are right but out of order.")
         return FieldVerdict(name, False, exp_text, found, "mismatch", f"Expected {exp_text}; the answer has {found}.")
