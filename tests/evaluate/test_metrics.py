@@ -413,6 +413,51 @@ def test_task_metrics_shapes_and_unknown_task():
     assert task_metrics("shapes", [])["accuracy"] is None
 
 
+def test_task_metrics_multiple_choice_from_score_answers():
+    task = get_task("multiple_choice")
+    rows = [
+        {"id": "1", "question": "Where does it move?", "options": ["left", "right"], "answer": "B"},
+        {"id": "2", "question": "What colour?", "options": ["red", "blue", "green"], "answer": "red"},
+        {"id": "3", "question": "How many?", "options": ["one", "two"], "answer": 1},
+    ]
+    answers = {"1": "It goes right.\nAnswer: (B)", "2": "Answer: B", "3": "Answer: A or B"}
+    results = score_answers(rows, answers, task)
+    assert [p["prediction"]["answer"] for p in results["predictions"]] == ["B", "B", None]
+    m = results["metrics"]
+    assert m["accuracy"] == m["verifier_yield"] == pytest.approx(1 / 3)
+    assert m["unparsed_rate"] == pytest.approx(1 / 3) and m["choice_distribution"] == {"B": 1.0}
+    assert "choices" not in m and m["num_examples"] == 3
+    json_safe(m)
+
+
+def test_task_metrics_generic_per_field():
+    task = get_task(
+        "generic",
+        fields=[
+            {"column": "label", "kind": "categorical", "classes": ["omelette", "pancake"]},
+            {"column": "score", "kind": "numeric", "tolerance": 0.1},
+            {"column": "steps", "kind": "sequence"},
+        ],
+    )
+    rows = [
+        {"id": "1", "label": "omelette", "score": 0.8, "steps": ["crack eggs", "whisk", "fry"]},
+        {"id": "2", "label": "pancake", "score": 0.4, "steps": ["mix batter", "flip"]},
+        {"id": "3", "label": "omelette", "score": 0.6, "steps": ["crack eggs", "fry"]},
+    ]
+    answers = {
+        "1": "Answer: label: omelette. score: 0.8. steps: crack eggs, whisk, fry",
+        "2": "Answer: label: omelette. score: 0.5. steps: flip, mix batter",
+        "3": "I cannot tell.",
+    }
+    m = score_answers(rows, answers, task)["metrics"]
+    assert m["accuracy"] == pytest.approx(1 / 3)
+    assert m["label/per_class_accuracy"] == {"omelette": 0.5, "pancake": 0.0}
+    assert m["label/confusions"] == [{"label": "pancake", "prediction": "omelette", "count": 1}]
+    assert m["score/mae"] == pytest.approx(0.05) and m["score/parse_rate"] == pytest.approx(2 / 3)
+    assert m["steps/sequence_accuracy"] == pytest.approx(1 / 3)
+    json_safe(m)
+
+
 def test_task_metrics_action_quality_from_score_answers():
     task = get_task("action_quality")
     first = {"action_type": "407c", "difficulty": 3.2, "dive_score": 65.6, "sub_actions": SEQ}
