@@ -208,6 +208,7 @@ def test_uncut_downloads_are_read_inside_the_csv_window(shared_data, tmp_path):
     _timed_video(videos / "val" / "bottling" / "PJc9MyvuZZw.mp4", 11)  # bottling, 0-10: uncut, split/label
     _timed_video(videos / "bouncing on bouncy castle" / "nj3KLfg5Kbg.mp4", 8)  # 3-13: the download is too short
     write_video(videos / "val" / "klbVshdtJgk_000004_000014.mp4", FRAMES, fps=6)  # bowling: the cut clip
+    _timed_video(videos / "IDSbtVcmL_w.mp4", 10)  # 48-58: a cut clip a mirror named by its YouTube id
     out = tmp_path / "out"
     classes = str(shared_data / "kinetics" / "k700_labels.txt")
     main(["build", "kinetics", "--annotations", str(sample), "--videos", str(videos), "--output", str(out),
@@ -215,7 +216,7 @@ def test_uncut_downloads_are_read_inside_the_csv_window(shared_data, tmp_path):
     ds = load_dataset(str(out), split="validation")
     assert ds.features["label"].num_classes == 700 and set(ds["source"]) == {"kinetics-700"}
     written = {row["youtube_id"]: row for row in ds}
-    assert set(written) == {"RaKzWVLJsqw", "PJc9MyvuZZw", "klbVshdtJgk"}
+    assert set(written) == {"RaKzWVLJsqw", "PJc9MyvuZZw", "klbVshdtJgk", "IDSbtVcmL_w"}
     applauding = written["RaKzWVLJsqw"]
     assert ds.features["label"].int2str(applauding["label"]) == rows["RaKzWVLJsqw"][0] == "applauding"
     assert (applauding["id"], applauding["start"], applauding["end"]) == ("RaKzWVLJsqw_000002_000012", 2.0, 12.0)
@@ -223,20 +224,23 @@ def test_uncut_downloads_are_read_inside_the_csv_window(shared_data, tmp_path):
     assert applauding["duration"] == 14.0
     assert (written["PJc9MyvuZZw"]["start"], written["PJc9MyvuZZw"]["end"]) == (0.0, 10.0)
     assert (written["klbVshdtJgk"]["start"], written["klbVshdtJgk"]["end"]) == (None, None)
+    renamed = written["IDSbtVcmL_w"]
+    assert (renamed["id"], renamed["start"], renamed["end"], renamed["time_start"]) == (
+        "IDSbtVcmL_w_000048_000058", None, None, 48)  # fmt: skip
     clip = sample_frames(applauding["video"], num_frames=10, start=applauding["start"], end=applauding["end"])
     levels = clip.frames.reshape(10, -1).mean(axis=1)
     assert abs(levels[0] - 16) < 4 and abs(levels[-1] - 88) < 4  # seconds 2 and 11 of the download
     report = json.loads((out / "build_report.json").read_text())
-    assert (report["rows_read"], report["rows_written"]) == (len(rows), 3)
+    assert (report["rows_read"], report["rows_written"]) == (len(rows), 4)
     reasons = {entry["id"]: entry for entry in report["skipped"]}
     short = reasons["nj3KLfg5Kbg_000003_000013"]
     assert short["reason"].startswith("missing: the window ends at 13 s, past the end of the video (8.00 s)")
     assert (
         short["file"].endswith("nj3KLfg5Kbg.mp4") and short["row"] == f"{sample}:{list(rows).index('nj3KLfg5Kbg') + 2}"
     )
-    assert sum(entry["reason"].startswith("missing") for entry in report["skipped"]) == len(rows) - 3
-    # The card counts the windows' 10 + 10 s and the 1 s cut clip, not the whole downloads' 14 + 11 s.
-    assert "| validation | 3 | 0.006 |" in (out / "README.md").read_text()
+    assert sum(entry["reason"].startswith("missing") for entry in report["skipped"]) == len(rows) - 4
+    # The card counts the windows' 10 + 10 s and the cut clips' 1 + 10 s, not the whole downloads' 14 + 11 s.
+    assert "| validation | 4 | 0.009 |" in (out / "README.md").read_text()
 
 
 def _csv_lines(rows: list[list[str]], header: str = "label,youtube_id,time_start,time_end,split") -> str:

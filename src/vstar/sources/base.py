@@ -20,7 +20,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -281,6 +281,7 @@ def probed_rows(
     desc: str | None = None,
     total: int | None = None,
     ids: SplitIds | None = None,
+    check: Callable[[dict[str, Any], VideoProbe], str | None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Probe each clip's video (in `num_proc` processes) and yield the usable rows with `video` and the probe
     columns; unusable clips are counted in `report["rows_read"]` and listed in `report["skipped"]`.
@@ -297,10 +298,13 @@ def probed_rows(
         desc: progress bar label.
         total: number of clips, for the progress bar.
         ids: the ids written so far; pass the same one for every split of a build.
+        check: `check(row, probe)` -> why the row cannot be used, or `None`; it may adjust the row from what the
+            probe found (default: `check_window` on the row's window and the probed duration).
     """
     report.setdefault("rows_read", 0)
     report.setdefault("skipped", [])
     ids = ids if ids is not None else SplitIds()
+    check = check or _window_check
 
     def work(clip: Clip) -> str | None:
         return None if clip.error else clip.video  # a row already known to be bad is not probed
@@ -311,13 +315,17 @@ def probed_rows(
         row = clip.row
         error = clip.error or (result.error if result is not None else "missing: no file")
         if error is None:
-            error = check_window(row.get("start"), row.get("end"), result.duration)
+            error = check(row, result)
         if error is None:
             error = ids.claim(row["id"], row.get("split") or "")
         if error is not None:
             skip(report, clip.where, clip.video or clip.expected, error, row.get("id"))
             continue
         yield {**row, "video": {"path": os.path.abspath(clip.video), "bytes": None}, **result.columns()}
+
+
+def _window_check(row: dict[str, Any], probe: VideoProbe | None) -> str | None:
+    return check_window(row.get("start"), row.get("end"), probe.duration if probe is not None else None)
 
 
 def _quick_check(video: str | None) -> VideoProbe | None:

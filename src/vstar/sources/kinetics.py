@@ -4,8 +4,10 @@ The CSVs have the header `label,youtube_id,time_start,time_end,split` (the test 
 adds `is_cc`). Videos lie flat, under `<split>/`, `<split>/<label>/` or `<label>/` (ids may start with `-` or `_`),
 either as the cut clips `{youtube_id}_{time_start:06d}_{time_end:06d}.mp4` or as the uncut YouTube downloads
 `{youtube_id}.mp4` (`.webm`, `.mkv`): an uncut video is not re-encoded, its row's `start`/`end` are the CSV's
-`time_start`/`time_end`, and a window past the video's end is reported like a missing clip. `label` is a
-`ClassLabel` over the sorted class names as spelled in the CSVs.
+`time_start`/`time_end`, and a window past the video's end is reported like a missing clip (with `--probe false` the
+window is not checked). A file named `{youtube_id}` that is no longer than the window and ends before the window
+starts is taken to be the cut clip under the mirror's naming, and used whole. `label` is a `ClassLabel` over the
+sorted class names as spelled in the CSVs.
 
 Rows that cannot be used are left out and listed in `build_report.json` with file, line and reason: a clip that is
 missing, empty, truncated or undecodable, an empty label in a labelled CSV, a window that ends before it starts, and
@@ -34,6 +36,7 @@ from vstar.schema import source_features
 from vstar.sources.base import (
     SOURCES,
     SPLIT_ALIASES,
+    WINDOW_TOLERANCE_S,
     Clip,
     SplitIds,
     canonical_split,
@@ -324,6 +327,21 @@ def _clips(config: KineticsConfig, split: str, locator: ClipLocator, source: str
             yield Clip(columns, video, row.where, error, expected or video)
 
 
+def _window_or_cut_clip(row: dict[str, Any], probe: Any) -> str | None:
+    """For a file named `{youtube_id}`: the download, read inside the CSV's window, unless it is a cut clip.
+
+    Some mirrors name the cut 10-second clips `{youtube_id}.mp4`. A healthy file (truncated ones fail the probe)
+    that ends before the window starts and is no longer than the window is that clip, not a download too short to
+    hold the window: it is used whole (`start`/`end` null). Otherwise the window must lie inside the file.
+    """
+    start, end, duration = row.get("start"), row.get("end"), getattr(probe, "duration", None)
+    if start is not None and end is not None and duration is not None:
+        if start >= duration and duration <= end - start + WINDOW_TOLERANCE_S:
+            row["start"] = row["end"] = None
+            return None
+    return check_window(start, end, duration)
+
+
 def _validate(config: KineticsConfig) -> None:
     if not config.annotations:
         raise ValueError("Give the Kinetics CSV files: --annotations train.csv [validate.csv ...].")
@@ -378,6 +396,7 @@ def build_kinetics(config: KineticsConfig | None = None, **overrides) -> Path:
             desc=f"kinetics {split}",
             total=scan.splits[split],
             ids=ids,
+            check=_window_or_cut_clip,
         )
         for split in split_order(scan.splits)
     }
