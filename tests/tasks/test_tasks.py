@@ -294,3 +294,18 @@ def test_kinetics_vocabulary_comes_from_the_class_label(shared_data, tmp_path):
     assert set(metrics["per_class_accuracy"]) <= set(task.classes)
     assert all(c["prediction"] in task.classes for c in metrics["confusions"])
     assert metrics["unparsed_rate"] == pytest.approx(2 / 6)
+
+
+def test_every_recipe_task_loads_without_a_class_list():
+    import yaml
+
+    from vstar.tasks.base import load_task
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*/*/*.yaml"))
+    with_tasks = [(path, yaml.safe_load(path.read_text())) for path in recipes]
+    with_tasks = [(path, r) for path, r in with_tasks if isinstance(r, dict) and "task" in r]
+    assert len(with_tasks) >= 6
+    for path, recipe in with_tasks:
+        task = load_task(recipe["task"], recipe.get("task_options"))
+        assert "classes" not in (recipe.get("task_options") or {}), path  # the vocabulary comes from the source
+        assert task.name == recipe["task"], path
