@@ -172,8 +172,15 @@ def _probe_container(container) -> VideoProbe:
     context = stream.codec_context
     context.thread_count = 1
     info = VideoProbe(duration, fps, context.width or None, context.height or None, context.name)
-    if not _decodes_from_keyframe(context, container.demux(stream)):
+    first = _decodes_from_keyframe(context, container.demux(stream))
+    if first is None:
         return _failed(info, f"{UNDECODABLE}: the first frame does not decode")
+    if first.pts is not None and time_base is not None and duration is not None:
+        # Frames before the first keyframe (a transport stream cut mid-GOP) are never shown.
+        shown_start = float(first.pts * time_base)
+        if shown_start > video_start:
+            duration, video_start = duration - (shown_start - video_start), shown_start
+            info = VideoProbe(duration, fps, info.width, info.height, info.codec)
     if stated_end is None or time_base is None:
         return info
     tail = _read_tail(container, stream, stated_end, own_duration)
@@ -189,7 +196,7 @@ def _probe_container(container) -> VideoProbe:
         )
     # No keyframe in the tail even from the start: the search seeks of MPEG-TS/PS land after the stream's only
     # keyframe, which the first check decoded.
-    if tail.from_key and not _decodes_from_keyframe(context, iter(tail.from_key)):
+    if tail.from_key and _decodes_from_keyframe(context, iter(tail.from_key)) is None:
         return _failed(info, f"{UNDECODABLE}: the last keyframe does not decode")
     if not own_duration:
         info = VideoProbe(tail.video_end - video_start, fps, info.width, info.height, info.codec)
@@ -243,8 +250,8 @@ def _read_tail(container, stream, stated_end: float, video_only: bool) -> _Tail:
         back = max(2 * back, int(1 / time_base))
 
 
-def _decodes_from_keyframe(context, packets) -> bool:
-    """Whether decoding from the first keyframe among `packets` gives a frame.
+def _decodes_from_keyframe(context, packets):
+    """The first frame that decoding from the first keyframe among `packets` gives, or `None`.
 
     Packets before that keyframe cannot decode; those the demuxer marks discard (the pre-roll an MP4 edit list
     hides) decode to no frame, so packets are fed until a frame comes out, up to `_DECODE_WINDOW` packets past
@@ -260,11 +267,13 @@ def _decodes_from_keyframe(context, packets) -> bool:
             fed += 1
             if shown is None and not packet.is_discard:
                 shown = fed
-            if context.decode(packet):
-                return True
+            frames = context.decode(packet)
+            if frames:
+                return frames[0]
             if shown is not None and fed - shown >= _DECODE_WINDOW:
                 break
-        return bool(fed and context.decode(None))
+        frames = context.decode(None) if fed else []
+        return frames[0] if frames else None
     finally:
         context.flush_buffers()
 
