@@ -30,7 +30,7 @@ from vstar.configs import CycleConfig, parse_configs
 from vstar.cycle import CycleRunner, RunState
 from vstar.io import configs_yaml, load_split, split_file, write_parquet
 from vstar.schema import conversation
-from vstar.tasks.base import get_task
+from vstar.tasks.base import load_task
 from vstar.train.sft import VStarSFTConfig, train
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFT
     out = Path(demo.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(out / "demo_state.json")
-    task = get_task(cycle_config.task, **(cycle_config.task_options or {}))
+    task = load_task(cycle_config.task, cycle_config.task_options)
     if not state.done("source"):
         build_shapes(
             ShapesConfig(output=str(out / "source"), num_train=demo.num_train, num_test=demo.num_test, seed=demo.seed)
