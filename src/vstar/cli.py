@@ -365,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     except Exception as exc:
         raise SystemExit(_report(command, exc, debug)) from None
+    finally:
+        if "vstar.configs" in sys.modules:  # a later in-process `parse_configs` call is not this command
+            sys.modules["vstar.configs"].set_program("vstar")
 
 
 if __name__ == "__main__":

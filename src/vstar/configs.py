@@ -426,7 +426,7 @@ def parse_configs(types: tuple[type, ...], argv: list[str] | None = None) -> tup
 
 def _unknown_flags_message(flags: list[str], actions: dict) -> str:
     owners = command_field_names()
-    options = {s.lstrip("-") for a in actions.values() for s in a.option_strings}
+    options = {dest for dest, a in actions.items() if a.option_strings and dest != "help"}
     parts = []
     for flag in flags:
         name = flag.lstrip("-").split("=", 1)[0]
