@@ -156,6 +156,8 @@ class GenericTask(Task):
             answer_format=read_prompt("generic_answer_format").replace("{fields}", fmt),
         )
         self.prompts = defaults.updated(prompts)
+        # A recipe's own questions may name the fields too.
+        self.prompts.questions = [q.replace("{fields}", listed) for q in self.prompts.questions]
         self.label_fields = tuple(f.column for f in self.fields)
         self._verifiers: dict[str, Any] = {}
         for f in self.fields:
