@@ -194,7 +194,9 @@ def write_model_card(
     model_dir = Path(model_dir)
     lora = train_config.finetuning == "lora"
     settings = _card_settings(cycle_config)
-    lineage = run_lineage(cycle_config, train_config, adapter=model_dir if lora else None, base_repo=base_repo)
+    lineage = run_lineage(
+        cycle_config, train_config, model_dir, base_repo, adapter_kind="adapter" if lora else "finetuned model"
+    )
     base_id, base_id_revision = base_repo or (train_config.model_name_or_path, None)
     metadata: dict[str, Any] = {
         "base_model": base_id,

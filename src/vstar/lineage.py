@@ -206,8 +206,9 @@ class Lineage:
         source_commit: the resolved Hub sha, or the content hash of a local source's Parquet files.
         vstar_version: the vstar that made the artifact.
         config: the resolved settings (the run's `config.yaml`), as YAML text.
-        adapter: the adapter the card's model adds to the base (model cards) or the generator's adapter.
+        adapter: the adapter the card's model adds to the base, or the finetuned model itself (model cards).
         adapter_revision: its content hash.
+        adapter_kind: what `adapter` is: `adapter` or `finetuned model`.
         init_adapter: the adapter the run started from, if any, pinned.
         base_repo: the Hub id the cards' usage snippets load the base from (the base itself when it is a Hub id,
             the repo it was pushed to when it is a local directory); `None` for a run not pushed.
@@ -223,6 +224,7 @@ class Lineage:
     config: str | None = None
     adapter: str | None = None
     adapter_revision: str | None = None
+    adapter_kind: str = "adapter"
     init_adapter: str | None = None
     base_repo: str | None = None
     base_repo_revision: str | None = None
@@ -241,7 +243,7 @@ class Lineage:
         if self.init_adapter:
             rows.append({"what": "starting adapter", "name": self.init_adapter, "revision": None})
         if self.adapter:
-            rows.append({"what": "adapter", "name": self.adapter, "revision": self.adapter_revision})
+            rows.append({"what": self.adapter_kind, "name": self.adapter, "revision": self.adapter_revision})
         rows += [
             {"what": "source dataset", "name": source, "revision": self.source_commit},
             {"what": "vstar", "name": "vstar", "revision": self.vstar_version},
@@ -254,14 +256,16 @@ def run_lineage(
     train_config: Any,
     adapter: str | Path | None = None,
     base_repo: tuple[str, str] | None = None,
+    adapter_kind: str = "adapter",
 ) -> Lineage:
     """The lineage of a run's artifact, from the run's settings.
 
     Args:
         cycle_config: the run's `CycleConfig` (source dataset and revision, run directory).
         train_config: the run's training config (`model_name_or_path`, `init_adapter`).
-        adapter: the adapter directory the artifact adds to the base, if any.
+        adapter: the adapter directory the artifact adds to the base, or the finetuned model directory, if any.
         base_repo: `(repo_id, sha)` of the base model on the Hub (see `publish_base_model`).
+        adapter_kind: what `adapter` is, as the cards' table names it.
     """
     base = train_config.model_name_or_path
     config_file = Path(cycle_config.run_dir) / "config.yaml"
@@ -276,6 +280,7 @@ def run_lineage(
         config=config_file.read_text(encoding="utf-8") if config_file.exists() else None,
         adapter=str(adapter) if adapter else None,
         adapter_revision=model_revision(adapter) if adapter else None,
+        adapter_kind=adapter_kind,
         init_adapter=pinned(init_adapter, model_revision(init_adapter)) if init_adapter else None,
         base_repo=base_repo[0] if base_repo else None,
         base_repo_revision=base_repo[1] if base_repo else None,
