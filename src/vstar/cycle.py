@@ -33,6 +33,7 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,20 @@ from vstar.distributed import (
     wait_for_everyone,
 )
 from vstar.evaluate.run import evaluate_model
-from vstar.generate.base import GenerationBackend, GenerationRequest, get_backend, read_generations, run_generation
-from vstar.io import load_split, rows_with_class_names
+from vstar.generate.base import (
+    GenerationBackend,
+    GenerationRequest,
+    build_requests,
+    get_backend,
+    read_generations,
+    run_generation,
+)
+from vstar.io import SourceRows, load_split
 from vstar.lineage import generator_name, publish_base_model
 from vstar.plots import plot_cycles
-from vstar.tasks.base import Task, draw_questions, get_task
+from vstar.rundir import RunLock, check_resume_settings
+from vstar.subsets import select_subset
+from vstar.tasks.base import Task, load_task
 from vstar.train.sft import VStarSFTConfig, merge_adapter, train
 
 logger = logging.getLogger(__name__)
@@ -108,7 +118,10 @@ class CycleRunner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.run_dir / "state.json")
         wait_for_everyone()  # every process has read the state before the main process changes it
-        self.task: Task = get_task(config.task, **(config.task_options or {}))
+        # The train split's features give the task its class vocabulary (a `ClassLabel` label column).
+        self.task: Task = load_task(
+            config.task, config.task_options, features=self._load_split(config.train_split).features
+        )
         self.generation = config.generation_settings(
             train_config.num_frames, train_config.video_fps, train_config.seed
         )
@@ -120,18 +133,24 @@ class CycleRunner:
     def _load_split(self, split: str):
         return load_split(self.config.source_dataset, split, revision=self.config.source_revision)
 
+    def _subset(self, split: str, limit: int | None, offset: int = 0):
+        """The rows of `split` the run uses: a seeded sample stratified by the label, recorded in the run dir."""
+        return select_subset(
+            self._load_split(split),
+            limit,
+            seed=self.train_config.seed,
+            task=self.task,
+            offset=offset,
+            record=self.run_dir if is_main_process() else None,
+            split=split,
+        )
+
     @property
-    def sources(self) -> dict[str, dict[str, Any]]:
+    def sources(self) -> SourceRows:
+        """The train rows by id, read from Arrow on demand (no split-wide copy of the videos in any process)."""
         if self._sources is None:
-            dataset = self._load_split(self.config.train_split)
-            end = (
-                len(dataset)
-                if self.config.source_limit is None
-                else self.config.source_offset + self.config.source_limit
-            )
-            dataset = dataset.select(range(self.config.source_offset, min(end, len(dataset))))
-            rows = rows_with_class_names(dataset)
-            self._sources = {r["id"]: r for r in rows}
+            dataset = self._subset(self.config.train_split, self.config.source_limit, self.config.source_offset)
+            self._sources = SourceRows(dataset)
         return self._sources
 
     @property
@@ -140,10 +159,8 @@ class CycleRunner:
             if not self.config.eval_split:
                 self._eval_rows = []
             else:
-                dataset = self._load_split(self.config.eval_split)
-                if self.config.eval_limit is not None:
-                    dataset = dataset.select(range(min(self.config.eval_limit, len(dataset))))
-                self._eval_rows = rows_with_class_names(dataset)
+                dataset = self._subset(self.config.eval_split, self.config.eval_limit)
+                self._eval_rows = SourceRows(dataset).lazy_rows()
         return self._eval_rows
 
     # -- models -------------------------------------------------------------------------------------------
@@ -168,18 +185,8 @@ class CycleRunner:
 
     # -- stages -------------------------------------------------------------------------------------------
     def _requests(self, cycle: int, attempt: str, ids: list[str]) -> list[GenerationRequest]:
-        questions = draw_questions(self.task, ids, seed=self.train_config.seed * 1000 + cycle)
-        requests = []
-        for clip_id, question in zip(ids, questions):
-            row = self.sources[clip_id]
-            if attempt == "direct":
-                prompt = self.task.direct_prompt(question)
-            else:
-                prompt = self.task.rationalization_prompt(question, self.task.label(row))
-            requests.append(
-                GenerationRequest(clip_id, attempt, question, prompt, row["video"], row.get("start"), row.get("end"))
-            )
-        return requests
+        rows = (self.sources.lazy_row(clip_id) for clip_id in ids)
+        return build_requests(self.task, rows, attempt, seed=self.train_config.seed * 1000 + cycle)
 
     def _generate(self, cycle: int, attempt: str, ids: list[str]) -> list[dict[str, Any]] | None:
         """Every process answers its share; the main process gets the verified answers, the others `None`."""
@@ -386,6 +393,34 @@ class CycleRunner:
             merge_adapter(self.train_config.model_name_or_path, cycle_dir / "model", merged)
         self.state.mark(stage, push_cycle(self._publisher(), self.run_dir, cycle, dataset_repo, model_repo, card_for))
 
+    def publish_best(self, cycle: int) -> None:
+        """Point the `best` tag of both repos at cycle k's version (moved when a later cycle does better)."""
+        from vstar.hub import cycle_tag, with_retries
+
+        dataset_repo, model_repo = self.config.dataset_repo, self.config.model_repo
+        if not (dataset_repo and model_repo) or not self.state.done(self.push_stage(cycle)):
+            return
+        stage = f"best/push:{dataset_repo}:{model_repo}"
+        if self.state.done(stage) and self.state.result(stage).get("cycle") == cycle:
+            return
+        api = self._publisher().api
+        for repo, repo_type in ((dataset_repo, "dataset"), (model_repo, "model")):
+            refs = with_retries(partial(api.list_repo_refs, repo, repo_type=repo_type), f"list refs of {repo}")
+            tags = {t.name: t.target_commit for t in refs.tags}
+            target = tags.get(cycle_tag(cycle))
+            if target is None:
+                logger.warning("%s has no tag %s: the `best` tag is not moved.", repo, cycle_tag(cycle))
+                return
+            if tags.get("best") == target:
+                continue
+            if "best" in tags:
+                with_retries(partial(api.delete_tag, repo, tag="best", repo_type=repo_type), f"move {repo}@best")
+            create = partial(
+                api.create_tag, repo, tag="best", revision=target, repo_type=repo_type, tag_message=cycle_tag(cycle)
+            )
+            with_retries(create, f"tag {repo}@best")
+        self.state.mark(stage, {"cycle": cycle})
+
     def restore_from_hub(self) -> int:
         """Bring the latest tagged cycle of the model repo (adapter + run state) into the run directory.
 
@@ -424,42 +459,103 @@ class CycleRunner:
         path = self.run_dir / "metrics.json"
         return json.loads(path.read_text())["cycles"] if path.exists() else []
 
-    def _record(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    @property
+    def selection_metric(self) -> str:
+        """What early stopping and the best cycle follow: a held-out metric, or `yield`."""
+        return self.config.early_stop_metric or getattr(self.task, "primary_metric", "accuracy")
+
+    def _selection_value(self, entry: dict[str, Any]) -> float | None:
+        metric = self.selection_metric
+        if metric == "yield":
+            return entry.get("yield")
+        value = (entry.get("heldout") or {}).get(metric)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def best_cycle(self, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The trained cycle with the highest selection metric (the earliest on ties), or None."""
+        scored = [(self._selection_value(c), -c["cycle"], c) for c in history if c["cycle"] > 0]
+        scored = [s for s in scored if s[0] is not None]
+        if not scored:
+            return None
+        value, _, entry = max(scored, key=lambda s: (s[0], s[1]))
+        return {"cycle": entry["cycle"], "metric": self.selection_metric, "value": value}
+
+    def _record(self, entry: dict[str, Any], final: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         history = [c for c in self.history() if c["cycle"] != entry["cycle"]] + [entry]
         history.sort(key=lambda c: c["cycle"])
         if is_main_process():
-            (self.run_dir / "metrics.json").write_text(json.dumps({"cycles": history}, indent=2))
+            path = self.run_dir / "metrics.json"
+            previous = json.loads(path.read_text()) if path.exists() else {}
+            payload = {"cycles": history, "best": self.best_cycle(history)}
+            if final is not None or "final" in previous:
+                payload["final"] = final if final is not None else previous["final"]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(payload, indent=2))
+            tmp.replace(path)
             plot_cycles(history, self.run_dir / "cycles.png")
         wait_for_everyone()  # `history()` reads the file back on every process
         return history
 
     def _stop_early(self, history: list[dict[str, Any]]) -> bool:
+        """No improvement of the selection metric by `early_stop_min_delta` in the last `patience` cycles.
+
+        Cycle 0 (the starting model) counts as the first reference for held-out metrics; the yield starts at cycle 1.
+        """
         patience = self.config.early_stop_patience
-        scores = [c.get("heldout_accuracy") for c in history]
+        entries = [c for c in history if c["cycle"] > 0 or self.selection_metric != "yield"]
+        scores = [self._selection_value(c) for c in entries]
         if not patience or len(scores) <= patience or any(s is None for s in scores):
             return False
         best_before = max(scores[:-patience])
         return max(scores[-patience:]) < best_before + self.config.early_stop_min_delta
 
+    def _entry(self, cycle: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "cycle": cycle,
+            "model": str(self.model_ref(cycle)),
+            "heldout_accuracy": metrics and metrics.get("accuracy"),
+            "heldout_parse_rate": metrics and metrics.get("parse_rate"),
+            "heldout": scalar_metrics(metrics),
+        }
+
+    def _guard_run_dir(self) -> None:
+        """Refuse a resume whose settings changed what the run produces (unless allowed), then save the settings."""
+        from vstar.configs import config_dict
+
+        if is_main_process():
+            check_resume_settings(
+                self.run_dir / "config.yaml",
+                config_dict(self.config, self.train_config),
+                self.config.allow_config_change,
+            )
+            save_config(self.run_dir / "config.yaml", self.config, self.train_config)
+
     def run(self) -> list[dict[str, Any]]:
-        """Run every unfinished stage of every cycle; returns the per-cycle metrics."""
+        """Run every unfinished stage of every cycle; returns the per-cycle metrics.
+
+        The main process holds the run directory's lock for the whole run: a second `vstar cycle` on the same
+        directory stops at once instead of writing into the same files.
+        """
+        lock = RunLock(self.run_dir)
+        if is_main_process():
+            lock.acquire()
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> list[dict[str, Any]]:
         if self.config.resume_from_hub:
             if is_main_process():
                 self.restore_from_hub()
             wait_for_everyone()
             self.state = RunState(self.run_dir / "state.json")
-        if is_main_process():
-            save_config(self.run_dir / "config.yaml", self.config, self.train_config)
+        self._guard_run_dir()
+        wait_for_everyone()
         initial = self._evaluate(0, self.model_ref(0), self.run_dir / "cycle-0" / "eval", "cycle-0/evaluate")
-        history = self._record(
-            {
-                "cycle": 0,
-                "model": str(self.model_ref(0)),
-                "yield": None,
-                "heldout_accuracy": initial and initial["accuracy"],
-                "control_heldout_accuracy": initial and initial["accuracy"],
-            }
-        )
+        entry0 = self._entry(0, initial)
+        entry0.update({"yield": None, "direct_yield": None, "control_heldout_accuracy": entry0["heldout_accuracy"]})
+        history = self._record(entry0)
         for cycle in range(1, self.config.num_cycles + 1):
             stats = self._assemble(cycle)
             if not stats["accepted"]:
@@ -480,19 +576,26 @@ class CycleRunner:
                 cycle, self.model_ref(cycle), self.run_dir / f"cycle-{cycle}" / "eval", f"cycle-{cycle}/evaluate"
             )
             control = self._control(cycle, summary["global_step"])
-            entry = {
-                "cycle": cycle,
-                "model": str(self.model_ref(cycle)),
-                **{
-                    k: stats[k] for k in ("generated", "accepted_direct", "accepted_rationalized", "rejected", "yield")
-                },
-                "rejected_by_reason": stats["rejected_by_reason"],
-                "train_steps": summary["global_step"],
-                "train_loss": summary["train_loss"],
-                "heldout_accuracy": metrics and metrics["accuracy"],
-                "heldout_parse_rate": metrics and metrics["parse_rate"],
-                "control_heldout_accuracy": control and control["accuracy"],
-            }
+            entry = self._entry(cycle, metrics)
+            entry.update(
+                {
+                    **{
+                        k: stats.get(k)
+                        for k in (
+                            "generated",
+                            "accepted_direct",
+                            "accepted_rationalized",
+                            "rejected",
+                            "yield",
+                            "direct_yield",
+                        )
+                    },
+                    "rejected_by_reason": stats["rejected_by_reason"],
+                    "train_steps": summary["global_step"],
+                    "train_loss": summary["train_loss"],
+                    "control_heldout_accuracy": control and control.get("accuracy"),
+                }
+            )
             history = self._record(entry)
             if is_main_process() and (self.run_dir / f"cycle-{cycle}" / "model").exists():
                 write_model_card(
@@ -507,6 +610,79 @@ class CycleRunner:
                 self.publish(cycle, entry, history)
             wait_for_everyone()
             if self._stop_early(history):
-                logger.info("Held-out accuracy plateaued; stopping after cycle %d.", cycle)
+                logger.info(
+                    "%s plateaued (patience %d): stopping after cycle %d.",
+                    self.selection_metric,
+                    self.config.early_stop_patience,
+                    cycle,
+                )
                 break
+        best = self.best_cycle(history)
+        if best is not None:
+            logger.info("Best cycle: %d (%s %.4f).", best["cycle"], best["metric"], best["value"])
+            if is_main_process():
+                self.publish_best(best["cycle"])
+            wait_for_everyone()
+        if self.config.final_retrain and best is not None:
+            self._final_retrain(best["cycle"], history)
         return history
+
+    # -- the final model ----------------------------------------------------------------------------------
+    def _final_retrain(self, best: int, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Train from the base model on the best cycle's accepted answers without the rationalized ones."""
+        final_dir = self.run_dir / "final"
+        stage = "final/dataset"
+        dataset_dir = final_dir / "dataset"
+        if not self.state.done(stage):
+            counts = None
+            if is_main_process():
+                counts = write_direct_only(self.run_dir / f"cycle-{best}" / "dataset", dataset_dir)
+            counts = broadcast_from_main(counts)
+            self.state.mark(stage, {"from_cycle": best, **counts})
+        counts = self.state.result(stage)
+        if not counts["rows"]:
+            logger.warning("Cycle %d has no direct answers: no final model is trained.", best)
+            return None
+        summary = self._train("final/train", str(dataset_dir), final_dir / "model", self.model_ref(0))
+        ref = self._trained_ref(final_dir / "model")
+        metrics = self._evaluate(best, ref, final_dir / "eval", "final/evaluate")
+        final = {
+            "from_cycle": best,
+            "train_rows": counts["rows"],
+            "dropped_rationalized": counts["dropped_rationalized"],
+            "train_steps": summary["global_step"],
+            "model": str(ref),
+            "heldout_accuracy": metrics and metrics.get("accuracy"),
+            "heldout": scalar_metrics(metrics),
+        }
+        self._record(history[-1], final=final)
+        logger.info("Final model (cycle %d data, direct answers only) -> %s", best, final_dir / "model")
+        return final
+
+
+def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, float] | None:
+    """The numeric metrics of an evaluation (per-class tables and confusions left in results.json)."""
+    if not metrics:
+        return None
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None
+    }
+
+
+def write_direct_only(dataset_dir: Path, output_dir: Path) -> dict[str, int]:
+    """A copy of an instruction dataset without its rationalized rows (Hub layout, `default` config only)."""
+    from vstar.io import ParquetRowWriter, split_file
+    from vstar.schema import INSTRUCTION_FEATURES
+
+    rows = load_split(dataset_dir, "train")
+    kept = dropped = 0
+    shutil.rmtree(output_dir, ignore_errors=True)
+    with ParquetRowWriter(output_dir / split_file("train"), INSTRUCTION_FEATURES) as writer:
+        for index in range(len(rows)):
+            row = rows[index]
+            if row["rationalized"]:
+                dropped += 1
+                continue
+            writer.write(row)
+            kept += 1
+    return {"rows": kept, "dropped_rationalized": dropped}

@@ -29,7 +29,10 @@ class EvalConfig:
     task: str = field(default="action_recognition", metadata={"help": "Task whose verifier judges the answers."})
     task_options: dict | str | None = field(default=None, metadata={"help": "Task options (mapping or JSON)."})
     output: str = field(default="results.json", metadata={"help": "Where results.json is written."})
-    limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many rows."})
+    limit: int | None = field(
+        default=None, metadata={"help": "Evaluate at most this many rows: a seeded sample stratified by the label."}
+    )
+    subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample."})
 
 
 def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
@@ -41,24 +44,26 @@ def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
 
 def main(argv: list[str] | None = None) -> dict:
     from vstar.evaluate.run import evaluate_model
-    from vstar.io import load_split, rows_with_class_names
-    from vstar.tasks.base import get_task
+    from vstar.io import SourceRows, load_split
+    from vstar.subsets import select_subset
+    from vstar.tasks.base import load_task
 
     config, settings = parse_configs((EvalConfig, GenerationSettings), argv)
-    options = json.loads(config.task_options) if isinstance(config.task_options, str) else config.task_options
-    task = get_task(config.task, **(options or {}))
     dataset_name, dataset_revision = _split_revision(config.dataset)
     dataset = load_split(dataset_name, config.split, revision=dataset_revision)
-    if config.limit is not None:
-        dataset = dataset.select(range(min(config.limit, len(dataset))))
-    rows = rows_with_class_names(dataset)
+    task = load_task(config.task, config.task_options, features=dataset.features)
+    output = Path(config.output)
+    record = output.parent if is_main_process() else None
+    dataset = select_subset(
+        dataset, config.limit, seed=config.subset_seed, task=task, record=record, split=config.split
+    )
+    rows = SourceRows(dataset).lazy_rows()
     adapter, adapter_revision = _split_revision(config.adapter)
     if adapter_revision:
         from huggingface_hub import snapshot_download
 
         adapter = snapshot_download(adapter, revision=adapter_revision)
     backend = get_backend(settings, config.model, adapter)
-    output = Path(config.output)
     work_dir = output.with_suffix(".generations")
     results = evaluate_model(
         backend,

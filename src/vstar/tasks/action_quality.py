@@ -55,6 +55,7 @@ class ActionQualityTask(Task):
 
     name = "action_quality"
     label_fields = ("action_type", "difficulty", "dive_score", "sub_actions")
+    primary_metric = "spearman"  # what early stopping and the best cycle follow
     question_pool = "action_quality_questions"
 
     def __init__(
