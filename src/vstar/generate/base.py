@@ -3,6 +3,15 @@
 Results go to Parquet chunk files (`<name>-rank<r>-<n>.parquet`), each written whole and renamed into place,
 so a run killed at any point keeps every finished chunk and a re-run skips the requests already answered.
 
+Saved answers are reused only for the same pass: `<name>-generation_key.json` beside the chunks records the
+model and adapter (a Hub commit, or a hash of a local folder's weight and config files), the settings that change
+answers and a digest of the requests. A pass started with anything else moves the old answers aside (to
+`replaced/<name>-<time>/`), logs which fields differ, and answers afresh.
+
+A clip that cannot be read (missing file, undecodable video) is skipped and reported, never fatal to the pass:
+logged with its id and file, and listed in `<name>-skipped-rank<r>.json` (`read_skipped`); it has no row among the
+answers and is tried again by the next run of the pass.
+
 The unanswered requests, in id order, are cut into chunks of `chunk_size`; under `torchrun` / `accelerate launch`
 rank r answers chunks r, r + world_size, ... Within a chunk, batches group similar prompt lengths. A chunk's
 batches depend only on the request list and the settings, never on the number of processes or on where an
@@ -12,9 +21,14 @@ earlier run stopped (finished chunks are whole, so the rest splits into the same
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +41,7 @@ from vstar.distributed import init_distributed, wait_for_everyone, world_from_en
 from vstar.io import ParquetRowWriter
 from vstar.registry import Registry
 from vstar.schema import GENERATION_FEATURES
-from vstar.video import SampledClip, sample_frames
+from vstar.video import SampledClip, VideoDecodeError, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +57,8 @@ class GenerationRequest:
         attempt: `direct` or `rationalized` (with the label as a hint).
         question: the question as it is stored in training data (never with the hint).
         prompt: the full user text sent to the model.
-        video: the `datasets.Video(decode=False)` entry (path and/or bytes).
+        video: the `datasets.Video(decode=False)` entry (path and/or bytes), or a function that returns it when
+            the clip is decoded (so a pass over embedded videos does not hold every clip's bytes).
         start, end: the clip window in seconds.
     """
 
@@ -95,8 +110,9 @@ class GenerationSettings:
 
 def sample_clip(request: GenerationRequest, settings: GenerationSettings) -> SampledClip:
     """The frames of a request's clip window, as the settings ask (`num_frames` or `video_fps`)."""
+    video = request.video() if callable(request.video) else request.video
     return sample_frames(
-        request.video, num_frames=settings.num_frames, fps=settings.video_fps, start=request.start, end=request.end
+        video, num_frames=settings.num_frames, fps=settings.video_fps, start=request.start, end=request.end
     )
 
 
@@ -121,6 +137,9 @@ class GenerationBackend(ABC):
 
     #: model id and revision recorded with every answer, e.g. `Qwen/Qwen2.5-VL-7B-Instruct@main+adapter`
     generator: str = ""
+    #: the base model and the adapter as given (Hub id or directory), which key the saved answers
+    model_name: str | None = None
+    adapter_name: str | None = None
 
     def prepare(self, requests: Sequence[GenerationRequest]) -> Any:
         """CPU-side work for a batch (thread-safe); its result goes to `generate_prepared`."""
@@ -132,6 +151,205 @@ class GenerationBackend(ABC):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         return self.generate_prepared(self.prepare(requests))
+
+
+# Settings that change the answers; batch and chunk sizes, decoding threads and engine sizing do not.
+KEY_SETTINGS = ("max_new_tokens", "temperature", "top_p", "num_frames", "video_fps", "seed")
+# Files of a model or adapter folder that decide its answers (weights, configs, tokenizer, chat template).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".jinja", ".txt", ".model", ".tiktoken")
+NOT_WEIGHTS = ("README.md", "train_summary.json")
+# Folders up to this size are hashed whole; above it, files over `LARGE_FILE` are identified by size and mtime
+# (hashing the 15 GB of a 7B model on every pass would take minutes).
+FULL_HASH_LIMIT = 2 << 30
+LARGE_FILE = 64 << 20
+# A clip that cannot be read: skipped and reported, the rest of the pass goes on.
+CLIP_ERRORS = (VideoDecodeError, FileNotFoundError)
+
+
+def weights_fingerprint(model: str | None, config_file: str = "config.json") -> str | None:
+    """What identifies a model's or adapter's weights: a content hash of a local folder, or a Hub commit sha.
+
+    Args:
+        model: a directory or a Hub id (`None` gives `None`).
+        config_file: a file every snapshot of the repo has, to find the cached commit (`adapter_config.json` for
+            adapters).
+    """
+    if model is None:
+        return None
+    path = Path(model)
+    if path.is_dir():
+        files = sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.name not in NOT_WEIGHTS
+        )
+        whole = sum(p.stat().st_size for p in files) <= FULL_HASH_LIMIT
+        digest = hashlib.sha256()
+        for file in files:
+            stat = file.stat()
+            digest.update(f"{file.name}\0{stat.st_size}\0".encode())
+            if whole or stat.st_size <= LARGE_FILE:
+                with file.open("rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                digest.update(str(stat.st_mtime_ns).encode())
+        return f"sha256:{digest.hexdigest()}"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, config_file)
+    if isinstance(cached, str):  # .../snapshots/<commit>/<file>
+        return f"commit:{Path(cached).parent.name}"
+    try:
+        from huggingface_hub import HfApi
+
+        return f"commit:{HfApi().model_info(model).sha}"
+    except Exception as error:  # noqa: BLE001  (an identity is best effort; the name still keys the answers)
+        logger.warning("Cannot resolve the revision of %s (%s): its answers are keyed by name only.", model, error)
+        return None
+
+
+def _video_identity(video: Any) -> Any:
+    if callable(video):  # read lazily from the source dataset: the clip id stands for it
+        return None
+    if isinstance(video, dict):
+        data = video.get("bytes")
+        return [video.get("path"), hashlib.sha256(data).hexdigest() if data else None]
+    if isinstance(video, bytes):
+        return [None, hashlib.sha256(video).hexdigest()]
+    return [str(video), None]
+
+
+def requests_digest(requests: Sequence[GenerationRequest]) -> str:
+    """A digest of what the requests ask (ids, questions, prompts, videos and windows), in any order."""
+    digest = hashlib.sha256()
+    for r in sorted(requests, key=lambda r: r.key):
+        item = [r.id, r.attempt, r.question, r.prompt, _video_identity(r.video), r.start, r.end]
+        digest.update(json.dumps(item, default=str).encode())
+    return digest.hexdigest()
+
+
+def generation_key(
+    backend: GenerationBackend, settings: GenerationSettings, requests: Sequence[GenerationRequest]
+) -> dict[str, Any]:
+    """What a pass's answers depend on: model, adapter, their revisions, the answer settings and the requests.
+
+    Args:
+        backend: the model (its `model_name` and `adapter_name`, else its `generator`).
+        settings: the generation settings.
+        requests: every request of the pass.
+    """
+    identity = getattr(backend, "_vstar_identity", None)
+    if identity is None:  # hashing a folder once per loaded model is enough
+        model = backend.model_name or backend.generator
+        identity = {
+            "model": model,
+            "model_revision": weights_fingerprint(backend.model_name),
+            "adapter": backend.adapter_name,
+            "adapter_revision": weights_fingerprint(backend.adapter_name, "adapter_config.json"),
+        }
+        backend._vstar_identity = identity
+    return {
+        **identity,
+        **{name: getattr(settings, name) for name in KEY_SETTINGS},
+        "requests": requests_digest(requests),
+        "num_requests": len(requests),
+    }
+
+
+def _key_path(output_dir: Path, name: str) -> Path:
+    return output_dir / f"{name}-generation_key.json"
+
+
+def _skip_files(output_dir: Path, name: str) -> list[Path]:
+    return sorted(output_dir.glob(f"{name}-skipped-rank*.json"))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _key_changes(saved: dict[str, Any] | None, key: dict[str, Any]) -> list[str]:
+    if saved is None:
+        return ["no generation key (answers of an older vstar, or of an unknown model)"]
+    key = json.loads(json.dumps(key, default=str))
+    return [name for name in key if saved.get(name) != key[name]]
+
+
+def _read_key(output_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        saved = json.loads(_key_path(output_dir, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def reconcile_generation_key(output_dir: str | Path, name: str, key: dict[str, Any]) -> list[str]:
+    """Keep the saved answers of pass `name` only if they were made with `key`; returns the fields that differed.
+
+    Answers made otherwise (another model, adapter, revision, setting or request list) are moved to
+    `output_dir/replaced/<name>-<time>/`, never mixed with new ones; then `key` is recorded (atomically).
+
+    Args:
+        output_dir: the pass's chunk folder.
+        name: the pass name.
+        key: `generation_key(...)` of the pass about to run.
+    """
+    output_dir = Path(output_dir)
+    saved_files = [
+        *_chunk_files(output_dir, name),
+        *_skip_files(output_dir, name),
+        *[p for p in (output_dir / f"{name}.parquet",) if p.exists()],
+    ]
+    saved = _read_key(output_dir, name)
+    changes = _key_changes(saved, key) if saved is not None or saved_files else []
+    if changes and saved_files:
+        (output_dir / "replaced").mkdir(exist_ok=True)
+        aside = Path(tempfile.mkdtemp(prefix=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=output_dir / "replaced"))
+        for path in [*saved_files, *[p for p in (_key_path(output_dir, name),) if p.exists()]]:
+            path.rename(aside / path.name)
+        detail = ", ".join(
+            f"{field_} {saved.get(field_)!r} -> {key[field_]!r}"
+            if saved is not None and field_ != "requests"
+            else field_
+            for field_ in changes
+        )
+        logger.warning(
+            "%s: the saved %s answers were made differently (%s); moved them to %s and answering afresh.",
+            output_dir,
+            name,
+            detail,
+            aside,
+        )
+    if changes or saved is None:
+        _write_json(_key_path(output_dir, name), key)
+    return changes
+
+
+def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
+    """The requests of pass `name` whose clip could not be read and that have no answer: `{"id", "attempt",
+    "video", "error"}` each, in (id, attempt) order."""
+    output_dir = Path(output_dir)
+    answered = answered_keys(output_dir, name)
+    skipped = {}
+    for path in _skip_files(output_dir, name):
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for entry in entries:
+            key = (entry["id"], entry["attempt"])
+            if key not in answered:
+                skipped[key] = entry
+    return [skipped[k] for k in sorted(skipped)]
+
+
+def _video_file(video: Any) -> str:
+    if isinstance(video, dict):
+        return str(video.get("path") or "embedded bytes")
+    if isinstance(video, (str, os.PathLike)):
+        return str(video)
+    return "embedded video"
 
 
 def _chunk_files(output_dir: Path, name: str, rank: int | None = None) -> list[Path]:
@@ -173,18 +391,41 @@ def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[
         yield ordered[i : i + size]
 
 
+def _prepare_skipping(
+    backend: GenerationBackend, batch: list[GenerationRequest]
+) -> tuple[list[GenerationRequest], Any, list[tuple[GenerationRequest, BaseException]]]:
+    """(kept requests, their prepared batch, skipped requests with their errors) for one batch.
+
+    Only when the batch fails on a clip is each request prepared alone, to find the clips that cannot be read.
+    """
+    try:
+        return batch, backend.prepare(batch), []
+    except CLIP_ERRORS:
+        pass
+    kept, skipped = [], []
+    for request in batch:
+        try:
+            backend.prepare([request])
+        except CLIP_ERRORS as error:
+            skipped.append((request, error))
+        else:
+            kept.append(request)
+    return kept, backend.prepare(kept) if kept else None, skipped
+
+
 def _prefetched(
     batches: Iterator[tuple[int, list[GenerationRequest]]], backend: GenerationBackend, pool: ThreadPoolExecutor
-) -> Iterator[tuple[int, list[GenerationRequest], Any]]:
-    """(chunk, batch, prepared) triples, preparing the next batch in `pool` while the caller runs the current one."""
+) -> Iterator[tuple[int, list[GenerationRequest], Any, list[tuple[GenerationRequest, BaseException]]]]:
+    """(chunk, kept, prepared, skipped) for each batch, preparing the next batch in `pool` while the caller runs
+    the current one."""
     pending = None
     for chunk, batch in batches:
-        future = pool.submit(backend.prepare, batch)
+        future = pool.submit(_prepare_skipping, backend, batch)
         if pending is not None:
-            yield pending[0], pending[1], pending[2].result()
-        pending = (chunk, batch, future)
+            yield pending[0], *pending[1].result()
+        pending = (chunk, future)
     if pending is not None:
-        yield pending[0], pending[1], pending[2].result()
+        yield pending[0], *pending[1].result()
 
 
 def run_generation(
@@ -197,6 +438,9 @@ def run_generation(
     world_size: int | None = None,
 ) -> int:
     """Answer the requests this rank owns that have no answer on disk yet; returns how many were answered now.
+
+    Saved answers of another model, adapter, revision, settings or request list are moved aside first (see
+    `reconcile_generation_key`); clips that cannot be read are skipped and listed (see `read_skipped`).
 
     Args:
         requests: all requests of the pass (every rank passes the same list).
@@ -216,6 +460,22 @@ def run_generation(
     world_size = env_world if world_size is None else world_size
     if launched:
         init_distributed()
+    if rank == 0:
+        reconcile_generation_key(output_dir, name, generation_key(backend, settings, requests))
+    elif not launched:
+        # A caller that splits the work itself starts rank 0 first; a key of another pass is not this rank's to
+        # replace.
+        key = generation_key(backend, settings, requests)
+        saved = _read_key(output_dir, name)
+        if saved is None:
+            _write_json(_key_path(output_dir, name), key)
+        elif _key_changes(saved, key):
+            raise ValueError(
+                f"{output_dir} holds {name} answers made differently ({', '.join(_key_changes(saved, key))}); "
+                "run rank 0 first (it moves them aside), or use another output directory."
+            )
+    if launched:
+        wait_for_everyone()  # rank 0 has set aside answers made differently
     done = answered_keys(output_dir, name)
     if launched:
         # Every rank must plan from the same finished set, before any rank adds to it.
@@ -243,8 +503,24 @@ def run_generation(
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstar-prepare")
     batches = ((i, batch) for i, chunk in enumerate(mine) for batch in _batches(chunk, settings.batch_size))
     rows: list[dict[str, Any]] = []
-    for chunk, batch, prepared in _prefetched(batches, backend, prefetch):
-        answers = backend.generate_prepared(prepared)
+    skips: list[dict[str, Any]] = []
+    handled = answered = 0  # requests of the current chunk answered or skipped; answers written this run
+    skip_file = output_dir / f"{name}-skipped-rank{rank:03d}.json"
+    for chunk, batch, prepared, skipped in _prefetched(batches, backend, prefetch):
+        answers = backend.generate_prepared(prepared) if batch else []
+        for request, error in skipped:
+            logger.warning(
+                "Skipping clip %s (%s, %s): %s", request.id, request.attempt, _video_file(request.video), error
+            )
+            skips.append(
+                {
+                    "id": request.id,
+                    "attempt": request.attempt,
+                    "video": _video_file(request.video),
+                    "error": str(error),
+                }
+            )
+        handled += len(batch) + len(skipped)
         rows += [
             {
                 "id": r.id,
@@ -256,17 +532,32 @@ def run_generation(
             }
             for r, a in zip(batch, answers, strict=True)
         ]
-        progress.update(len(batch))
-        if len(rows) == len(mine[chunk]):
-            path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
-            with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
-                writer.write_all(rows)
-            rows, next_chunk = [], next_chunk + 1
+        progress.update(len(batch) + len(skipped))
+        if handled == len(mine[chunk]):
+            if rows:
+                path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
+                with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
+                    writer.write_all(rows)
+                answered, next_chunk = answered + len(rows), next_chunk + 1
+            if skips:
+                _write_json(skip_file, skips)
+            rows, handled = [], 0
     prefetch.shutdown()
     progress.close()
+    if skips:
+        logger.warning(
+            "%s (rank %d): %d of %d clips could not be read and were skipped (listed in %s)",
+            name,
+            rank,
+            len(skips),
+            count,
+            skip_file,
+        )
+    elif skip_file.exists():
+        skip_file.unlink()  # every clip it listed was read this time
     if launched:
         wait_for_everyone()  # callers read every rank's answers next
-    return count
+    return answered
 
 
 def get_backend(settings: GenerationSettings, model: str, adapter: str | None = None, **kwargs) -> GenerationBackend:
@@ -274,3 +565,33 @@ def get_backend(settings: GenerationSettings, model: str, adapter: str | None = 
     import vstar.generate  # noqa: F401  (registers the built-in backends)
 
     return BACKENDS.get(settings.backend)(model=model, adapter=adapter, settings=settings, **kwargs)
+
+
+def build_requests(task, rows: Iterable[Mapping[str, Any]], attempt: str, seed: int) -> list[GenerationRequest]:
+    """The requests of one pass: a question per clip, drawn deterministically from `seed` and the clip id.
+
+    The one place prompts are built: the loop, `vstar generate` and evaluation all call it.
+
+    Args:
+        task: the task (`vstar.tasks.base.Task`) whose questions and prompts are asked.
+        rows: source rows with `id`, `video` (entry or a function returning it), `start`, `end` and, for
+            `rationalized`, the task's label columns.
+        attempt: `direct` and `eval` ask the question; `rationalized` adds the row's label as a hint.
+        seed: the question draw's seed.
+    """
+    from vstar.tasks.base import draw_questions
+
+    if attempt not in ("direct", "rationalized", "eval"):
+        raise ValueError(f"attempt must be `direct`, `rationalized` or `eval`, not {attempt!r}.")
+    rows = list(rows)
+    questions = draw_questions(task, [r["id"] for r in rows], seed=seed, rows=rows)
+    requests = []
+    for row, question in zip(rows, questions):
+        if attempt == "rationalized":
+            prompt = task.rationalization_prompt(question, task.label(row))
+        else:
+            prompt = task.direct_prompt(question)
+        requests.append(
+            GenerationRequest(row["id"], attempt, question, prompt, row["video"], row.get("start"), row.get("end"))
+        )
+    return requests
