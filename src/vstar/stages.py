@@ -9,6 +9,7 @@ vstar generate --model runs/demo/warm-start --dataset runs/demo/source --split t
     --output_dir runs/gen --limit 64
 torchrun --nproc_per_node 8 -m vstar.cli generate ...   # same arguments, one share per GPU
 vstar verify --generations runs/gen --dataset runs/demo/source --split train --task shapes --output verified.parquet
+vstar verify --answers answers.jsonl --dataset runs/demo/source --split train --task shapes  # answers made elsewhere
 ```
 """
 
@@ -26,16 +27,17 @@ from datasets import Features, Value
 from vstar.configs import parse_configs
 from vstar.distributed import is_main_process
 from vstar.generate.base import (
-    GenerationRequest,
     GenerationSettings,
+    build_requests,
     get_backend,
     merge_generations,
     read_generations,
     run_generation,
 )
-from vstar.io import load_split, rows_with_class_names, write_parquet
+from vstar.io import SourceRows, load_split, write_parquet
 from vstar.schema import GENERATION_FEATURES, VERIFICATION
-from vstar.tasks.base import Task, draw_questions, get_task
+from vstar.subsets import select_subset
+from vstar.tasks.base import Task, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +49,22 @@ class StageData:
     dataset: str = field(default="", metadata={"help": "Source dataset (directory or Hub repo)."})
     dataset_revision: str | None = field(default=None, metadata={"help": "Source dataset revision."})
     split: str = field(default="train", metadata={"help": "Split."})
-    limit: int | None = field(default=None, metadata={"help": "Use at most this many rows."})
+    limit: int | None = field(
+        default=None, metadata={"help": "Use at most this many rows: a seeded sample stratified by the label."}
+    )
+    subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample."})
     task: str = field(default="action_recognition", metadata={"help": "Task name."})
     task_options: dict | str | None = field(default=None, metadata={"help": "Task options (mapping or JSON)."})
 
-    def load(self) -> tuple[list[dict[str, Any]], Task]:
-        options = json.loads(self.task_options) if isinstance(self.task_options, str) else self.task_options
+    def load(self, record: str | Path | None = None) -> tuple[list[dict[str, Any]], Task]:
+        """The rows (with `limit`, a seeded sample stratified by the label, its ids written to `record`) and the task.
+
+        Each row's `video` is read when its clip is decoded.
+        """
         dataset = load_split(self.dataset, self.split, revision=self.dataset_revision)
-        if self.limit is not None:
-            dataset = dataset.select(range(min(self.limit, len(dataset))))
-        return rows_with_class_names(dataset), get_task(self.task, **(options or {}))
+        task = load_task(self.task, self.task_options, features=dataset.features)
+        dataset = select_subset(dataset, self.limit, seed=self.subset_seed, task=task, record=record, split=self.split)
+        return SourceRows(dataset).lazy_rows(), task
 
 
 @dataclass
@@ -74,27 +82,72 @@ class VerifyConfig(StageData):
     """`vstar verify`: judge generated answers against the labels."""
 
     generations: str = field(default="generations", metadata={"help": "Output directory of `vstar generate`."})
+    answers: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON Lines file of answers made elsewhere (rows `{"id", "answer"}`, e.g. from your own vLLM '
+            "server), verified instead of `--generations`."
+        },
+    )
     attempt: str = field(default="direct", metadata={"help": "Which pass to verify."})
     output: str = field(default="verified.parquet", metadata={"help": "Parquet file of answers with verdicts."})
+
+
+def read_answers(path: str | Path, attempt: str = "direct") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Answers made elsewhere, as generation rows: one JSON object per line with `id` and `answer`.
+
+    Optional keys: `question`, `prompt`, `generator` (default: `answers:<file name>`). Lines that are not such an
+    object, and repeated ids, are skipped and reported rather than stopping the run.
+
+    Args:
+        path: the JSON Lines file.
+        attempt: the pass the answers are recorded as.
+
+    Returns:
+        `(rows, skipped)`, where each skipped entry names the line and why.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The answers file {path} does not exist; give a JSON Lines file of {{id, answer}}.")
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                skipped.append({"line": number, "reason": f"not JSON ({err.msg})"})
+                continue
+            if not isinstance(record, dict) or "id" not in record or "answer" not in record:
+                skipped.append({"line": number, "reason": "not an object with `id` and `answer`"})
+                continue
+            clip_id = str(record["id"])
+            if clip_id in seen:
+                skipped.append({"line": number, "reason": f"repeated id {clip_id!r} (the first answer is kept)"})
+                continue
+            seen.add(clip_id)
+            rows.append(
+                {
+                    "id": clip_id,
+                    "attempt": attempt,
+                    "question": str(record.get("question") or ""),
+                    "prompt": str(record.get("prompt") or ""),
+                    "answer": "" if record["answer"] is None else str(record["answer"]),
+                    "generator": str(record.get("generator") or f"answers:{path.name}"),
+                }
+            )
+    return rows, skipped
 
 
 def generate_main(argv: list[str] | None = None) -> int:
     config, settings = parse_configs((GenerateConfig, GenerationSettings), argv)
     if config.attempt not in ("direct", "rationalized"):
         raise ValueError(f"attempt must be `direct` or `rationalized`, not {config.attempt!r}.")
-    rows, task = config.load()
-    questions = draw_questions(task, [r["id"] for r in rows], seed=settings.seed)
-    requests = []
-    for row, question in zip(rows, questions):
-        if config.attempt == "direct":
-            prompt = task.direct_prompt(question)
-        else:
-            prompt = task.rationalization_prompt(question, task.label(row))
-        requests.append(
-            GenerationRequest(
-                row["id"], config.attempt, question, prompt, row["video"], row.get("start"), row.get("end")
-            )
-        )
+    rows, task = config.load(record=config.output_dir if is_main_process() else None)
+    requests = build_requests(task, rows, config.attempt, seed=settings.seed)
     backend = get_backend(settings, config.model, config.adapter)
     answered = run_generation(requests, backend, Path(config.output_dir), config.attempt, settings)
     if is_main_process():
@@ -109,7 +162,24 @@ def verify_main(argv: list[str] | None = None) -> dict[str, Any]:
     (config,) = parse_configs((VerifyConfig,), argv)
     rows, task = config.load()
     sources = {r["id"]: r for r in rows}
-    generations = [g for g in read_generations(config.generations, config.attempt) if g["id"] in sources]
+    skipped: list[dict[str, Any]] = []
+    if config.answers:
+        answered, skipped = read_answers(config.answers, config.attempt)
+        for entry in skipped:
+            logger.warning("%s, line %d skipped: %s", config.answers, entry["line"], entry["reason"])
+    else:
+        answered = read_generations(config.generations, config.attempt)
+    unknown = [g["id"] for g in answered if g["id"] not in sources]
+    if unknown:
+        where = f"the {len(sources)} rows used" if config.limit is not None else f"split {config.split!r}"
+        logger.warning(
+            "%d answers have ids not in %s of %s (e.g. %s); they are not verified",
+            len(unknown),
+            where,
+            config.dataset,
+            ", ".join(unknown[:3]),
+        )
+    generations = [g for g in answered if g["id"] in sources]
     verified = verify_generations(generations, sources, task)
     features = Features({**GENERATION_FEATURES, "label": Value("string"), "verification": VERIFICATION})
     write_parquet(
@@ -124,5 +194,9 @@ def verify_main(argv: list[str] | None = None) -> dict[str, Any]:
         "failed_by_reason": dict(reasons.most_common()),
     }
     summary["pass_rate"] = summary["passed"] / len(verified) if verified else None
+    summary["unknown_ids"] = len(unknown)
+    summary["unknown_id_examples"] = unknown[:10]
+    if config.answers:
+        summary["skipped_lines"] = skipped
     print(json.dumps(summary, indent=2))
     return summary
