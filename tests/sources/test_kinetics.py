@@ -261,16 +261,20 @@ def test_rows_are_validated_and_drops_reported(shared_data, tmp_path):
     train.write_text(_csv_lines([[*applauding[:4], "train"], [*bottling[:4], "train"], unlabelled, reversed_window]))
     validate = tmp_path / "validate.csv"
     validate.write_text(_csv_lines([[*applauding[:4], "val"], [*applauding[:4], "val"]]))
-    out = build_kinetics(annotations=[str(train), str(validate)], videos=str(videos), output=str(tmp_path / "out"))
+    test = tmp_path / "test.csv"  # a label column left empty in every row: an unlabelled test split, kept
+    test.write_text(_csv_lines([["", *bowling[1:4], "test"]]))
+    annotations = [str(train), str(validate), str(test)]
+    out = build_kinetics(annotations=annotations, videos=str(videos), output=str(tmp_path / "out"))
     ds = load_dataset(str(out))
-    assert list(ds) == ["train"] and sorted(ds["train"]["youtube_id"]) == ["PJc9MyvuZZw", "RaKzWVLJsqw"]
+    assert list(ds) == ["train", "test"] and sorted(ds["train"]["youtube_id"]) == ["PJc9MyvuZZw", "RaKzWVLJsqw"]
+    assert ds["test"]["youtube_id"] == ["klbVshdtJgk"] and ds["test"]["label"] == [None]
     report = json.loads((out / "build_report.json").read_text())
     reasons = {entry["row"].rsplit("/", 1)[-1]: entry["reason"] for entry in report["skipped"]}
     assert reasons["train.csv:4"].startswith("label: the `label` cell is empty")
     assert reasons["train.csv:5"] == "window: the start (18 s) is not before the end (8 s)"
     assert reasons["validate.csv:2"].startswith("duplicate: the id RaKzWVLJsqw_000002_000012 is already in the train")
     assert reasons["validate.csv:3"].startswith("duplicate")
-    assert (report["rows_read"], report["rows_written"]) == (6, 2)
+    assert (report["rows_read"], report["rows_written"]) == (7, 3)
 
 
 def test_bad_csv_files_are_one_clear_error(shared_data, tmp_path, capsys):
