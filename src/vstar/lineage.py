@@ -314,7 +314,10 @@ def publish_base_model(
     from vstar.hub import with_retries
 
     if not Path(base).is_dir():
-        return str(base), model_revision(base)
+        try:  # with the publisher's token: a private or gated base resolves too
+            return str(base), publisher.head(str(base), "model")
+        except Exception:  # noqa: BLE001  (unreachable: model_revision's fallbacks and warning)
+            return str(base), model_revision(base)
     repo = base_model_repo(model_repo, repo)
     revision = model_revision(base)
     tag = base_tag(revision)
