@@ -1,11 +1,19 @@
 """Video decoding and encoding with PyAV (which bundles FFmpeg).
 
 `sample_frames` returns N uniformly spaced frames, or F frames per second, inside an optional [start, end]
-window, as uint8 RGB arrays plus the metadata a transformers video processor needs. Exact frames are found
-from the container's packet index: the decoder jumps to the keyframe before a target only when that keyframe
-lies ahead of where it already is, otherwise it decodes forward (seeking separately for every target costs
-more than decoding everything on short clips). On the way to a target, H.264/HEVC frames that no other frame
-refers to are not decoded at all, and the decoder runs frame-threaded.
+window, as uint8 RGB arrays plus the metadata a transformers video processor needs. The frames are the ones a
+player shows, as FFmpeg's demuxers present them: packets marked discard (the pre-roll an MP4 edit list hides, as in
+`ffmpeg -ss A -c copy` cuts) are not frames, frames before a transport stream's first keyframe that cannot decode are
+not either, times count from the first shown frame, and the display rotation (phone videos) is applied.
+
+Exact frames are found from a packet index (one demux pass, no decoding): the decoder jumps to the keyframe before a
+target only when that keyframe lies ahead of where it already is, otherwise it decodes forward (seeking separately
+for every target costs more than decoding everything on short clips). No seek is trusted: the packets read after
+it must be the ones the index has there, starting at or before the keyframe, and the first frame must not lie past
+the target; else the seek goes earlier, down to decoding from the start. What the demuxer can do decides the rest,
+per file: where it seeks through an index of the stream (MP4, Matroska with cues, AVI, FLV with keyframe metadata),
+keyframe runs of large frames decode in parallel, one decoder per core; a timestamp search (MPEG-TS/PS) decodes them
+in turn in one decoder. On the way to a target, H.264/HEVC frames that no other frame refers to are not decoded.
 
 ```python
 from vstar.video import sample_frames
