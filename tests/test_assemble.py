@@ -50,6 +50,11 @@ def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_
     assert stats["generated"] == 3
     assert (stats["accepted_direct"], stats["accepted_rationalized"], stats["rejected"]) == (1, 1, 3)
     assert stats["yield"] == 2 / 3
+    # The counts add up: per pass, accepted + rejected = asked; clips without an answer are counted once.
+    assert stats["hinted"] == 2 and (stats["rejected_direct"], stats["rejected_hinted"]) == (2, 1)
+    assert stats["accepted_direct"] + stats["rejected_direct"] == stats["generated"]
+    assert stats["accepted_rationalized"] + stats["rejected_hinted"] == stats["hinted"]
+    assert stats["clips_without_accepted_answer"] == 1
     assert stats["rejected_by_reason"] == {
         "direct/label:mismatch": 1,
         "direct/label:hedged": 1,

@@ -129,26 +129,38 @@ def assemble_cycle(
                 rejected.write(out)
                 rejected_reasons[f"{row['attempt']}/{row['verification']['reason']}"] += 1
     generated = len(direct)
+    hinted = sum(1 for r in rationalized if r["id"] not in passed_direct)
+    rejected_direct = sum(n for k, n in rejected_reasons.items() if k.startswith("direct/"))
+    accepted = accepted_direct + accepted_rationalized
     stats = {
         "cycle": cycle,
+        # Clips asked directly; `hinted` of them were asked again with the label as a hint.
         "generated": generated,
+        "hinted": hinted,
         "accepted_direct": accepted_direct,
         "accepted_rationalized": accepted_rationalized,
-        "accepted": accepted_direct + accepted_rationalized,
+        "accepted": accepted,
+        # Answers rejected, direct and hinted: up to `generated + hinted`, never counted per clip.
         "rejected": sum(rejected_reasons.values()),
+        "rejected_direct": rejected_direct,
+        "rejected_hinted": sum(rejected_reasons.values()) - rejected_direct,
+        "clips_without_accepted_answer": generated - accepted,
         "rejected_by_reason": dict(rejected_reasons.most_common()),
-        "yield": (accepted_direct + accepted_rationalized) / generated if generated else None,
+        "yield": accepted / generated if generated else None,
         "direct_yield": accepted_direct / generated if generated else None,
         "generator": ", ".join(sorted({r["generator"] for r in direct})),
     }
     (output_dir / "assemble_stats.json").write_text(json.dumps(stats, indent=2))
     logger.info(
-        "cycle %d: %d generated, %d accepted direct, %d rationalized, %d rejected",
+        "cycle %d: %d clips answered directly, %d accepted; %d hinted retries, %d accepted; %d clips without an "
+        "accepted answer (yield %.1f%%)",
         cycle,
         generated,
         accepted_direct,
+        hinted,
         accepted_rationalized,
-        stats["rejected"],
+        stats["clips_without_accepted_answer"],
+        100 * (stats["yield"] or 0),
     )
     return stats
 

@@ -199,6 +199,7 @@ class CycleRunner:
                 out_dir,
                 attempt,
                 self.generation,
+                description=f"cycle {cycle}: {'hinted retries' if attempt == 'rationalized' else 'direct answers'}",
             )
             self.state.mark(stage, {"requests": len(ids)})
         if not is_main_process():
@@ -560,10 +561,12 @@ class CycleRunner:
             stats = self._assemble(cycle)
             if not stats["accepted"]:
                 logger.warning(
-                    "Cycle %d accepted none of %d answers: there is nothing to train on. Check the task's prompts and "
-                    "verifier on cycle-%d/dataset (config `rejected`), or start from a stronger model.",
+                    "Cycle %d accepted no answer for any of its %d clips (%d answers rejected): there is nothing to "
+                    "train on. Check the task's prompts and verifier on cycle-%d/dataset (config `rejected`), or "
+                    "start from a stronger model.",
                     cycle,
                     stats["generated"],
+                    stats["rejected"],
                     cycle,
                 )
                 break

@@ -83,7 +83,9 @@ def evaluate_model(
         description: what was evaluated (`model`, `adapter`, `dataset`), recorded in the results.
     """
     output_dir = Path(output_dir)
-    run_generation(eval_requests(rows, task, settings.seed), backend, output_dir, "eval", settings)
+    run_generation(
+        eval_requests(rows, task, settings.seed), backend, output_dir, "eval", settings, description="held-out answers"
+    )
     answers = {r["id"]: r["answer"] for r in read_generations(output_dir, "eval")}
     scored = [row for row in rows if row["id"] in answers]
     skipped = read_skipped(output_dir, "eval")

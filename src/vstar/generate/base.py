@@ -345,6 +345,11 @@ def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
 
 
 def _video_file(video: Any) -> str:
+    if callable(video):  # a lazily read entry: read it to name the file
+        try:
+            video = video()
+        except Exception:  # noqa: BLE001  (naming the file must not fail the report)
+            return "embedded video"
     if isinstance(video, dict):
         return str(video.get("path") or "embedded bytes")
     if isinstance(video, (str, os.PathLike)):
@@ -436,6 +441,7 @@ def run_generation(
     settings: GenerationSettings,
     rank: int | None = None,
     world_size: int | None = None,
+    description: str | None = None,
 ) -> int:
     """Answer the requests this rank owns that have no answer on disk yet; returns how many were answered now.
 
@@ -450,6 +456,7 @@ def run_generation(
         settings: batch and chunk sizes.
         rank, world_size: this process's share; read from the environment when not given, in which case all
             processes of the launch wait for each other before planning and after answering.
+        description: what the progress bar and the log call the pass (default: `<name> answers`).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -484,22 +491,16 @@ def run_generation(
     chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
     mine = chunks[rank::world_size]
     count = sum(len(c) for c in mine)
+    # Name the process only when there are several.
+    what = (description or f"{name} answers") + (f" (process {rank + 1} of {world_size})" if world_size > 1 else "")
     if not count:
-        logger.info("%s (rank %d): nothing to answer (%d already done)", name, rank, len(done))
+        logger.info("%s: nothing to answer (%d already done)", what, len(done))
         if launched:
             wait_for_everyone()
         return 0
-    logger.info(
-        "%s (rank %d/%d): %d to answer in %d chunks, %d already done",
-        name,
-        rank,
-        world_size,
-        count,
-        len(mine),
-        len(done),
-    )
+    logger.info("%s: %d to answer in %d chunks, %d already done", what, count, len(mine), len(done))
     next_chunk = len(_chunk_files(output_dir, name, rank))
-    progress = tqdm(total=count, desc=f"generate {name}", disable=rank != 0)
+    progress = tqdm(total=count, desc=what, unit="clip", disable=rank != 0)
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstar-prepare")
     batches = ((i, batch) for i, chunk in enumerate(mine) for batch in _batches(chunk, settings.batch_size))
     rows: list[dict[str, Any]] = []
@@ -546,9 +547,8 @@ def run_generation(
     progress.close()
     if skips:
         logger.warning(
-            "%s (rank %d): %d of %d clips could not be read and were skipped (listed in %s)",
-            name,
-            rank,
+            "%s: %d of %d clips could not be read and were skipped (listed in %s)",
+            what,
             len(skips),
             count,
             skip_file,
