@@ -23,19 +23,13 @@ logger = logging.getLogger(__name__)
 
 
 def parse_task_options(text: str) -> dict | None:
-    """`task_options` given as a JSON string on the command line (a recipe gives a YAML mapping)."""
-    if not text.strip():
-        return None
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"task_options is not valid JSON ({exc.msg} at character {exc.pos}): pass e.g. "
-            '--task_options \'{"classes": ["a", "b"]}\' or set it as a mapping in the recipe'
-        ) from None
-    if not isinstance(options, dict):
-        raise ConfigError(f"task_options must be a JSON object (a mapping of option names), not {text!r}")
-    return options
+    """`task_options` given as a JSON string on the command line (a recipe gives a YAML mapping); None when empty.
+
+    The parsing is `vstar.tasks.base.parse_task_options`, the one reader of task options.
+    """
+    from vstar.tasks.base import parse_task_options as parse
+
+    return parse(text) or None
 
 
 @dataclass
