@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from datasets import Features, Sequence, Value, Video
+from datasets import Features, Value, Video
 
 
 def source_features(label_features: Mapping[str, object]) -> Features:
@@ -74,9 +74,6 @@ GENERATION_FEATURES = Features(
         "generator": Value("string"),
     }
 )
-
-LIST_OF_STRINGS = Sequence(Value("string"))
-
 
 def conversation(question: str, answer: str) -> list[dict]:
     """A user turn with the video and the question, then the assistant's answer (TRL conversational format)."""
