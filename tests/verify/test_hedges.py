@@ -115,3 +115,21 @@ def test_conclusion_keeps_what_follows_it():
     assert (conclusion.text, conclusion.after) == ("abseiling", "A second guess: rock climbing.")
     conclusion = find_conclusion("It moves slowly, which suggests tai chi. Alternatively, it could be yoga.")
     assert conclusion.text == "It moves slowly, which suggests tai chi." and conclusion.after.startswith("Altern")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("He speeds up.\nAnswer: B", "match"),
+        ("Answer: B or C", "hedged"),
+        ("Answer: B\nAlternatively, C.", "hedged"),
+        ("Answer: B\nA second guess would be option A.", "hedged"),
+        ("Answer: B\nAlternatively, it could be that the man swims.", "hedged"),
+        ("Answer: B\nI hope this helps.", "match"),
+    ],
+)
+def test_choice_hedges(answer, reason):
+    from vstar.verify import ChoiceVerifier
+
+    options = {"A": "The man walks", "B": "The man runs", "C": "The man swims"}
+    assert ChoiceVerifier().verify_field(answer, "B", options).reason == reason

@@ -17,6 +17,7 @@ from vstar.verify.answer import (
     find_conclusion,
     is_negated,
     normalize_text,
+    offers_second_answer,
     split_sentences,
     stem,
 )
@@ -264,6 +265,22 @@ def options_text(options: Mapping[str, str] | Sequence[str]) -> str:
 _HEDGE_WORDS_RE = re.compile(r"\b(?:or|either|possibly|perhaps|maybe|alternatively)\b|/")
 
 
+def _second_choice(answer: object, keys: Mapping[str, str], choice: str) -> str | None:
+    """Another option the answer offers after its conclusion ("Answer: B\nAlternatively, C."), or None."""
+    after = find_conclusion(answer).after
+    if not after:
+        return None
+    match = offers_second_answer(normalize_text(after))
+    if match is None:
+        return None
+    rest = normalize_text(after)[match.end() :]
+    try:
+        other = _resolve(rest.strip(" ,:;"), keys)
+    except _Ambiguous:
+        return "several options"
+    return other if other is not None and other != choice else None
+
+
 class ChoiceVerifier:
     """Judges whether an answer chooses the correct option, by letter ("B", "(B)", "Answer: B") or by option text.
 
@@ -300,6 +317,11 @@ class ChoiceVerifier:
         if choice is None:
             return FieldVerdict(name, False, shown, None, "no_choice", "The conclusion chooses none of the options.")
         found = f"{choice}. {keys[choice]}"
+        other = _second_choice(answer, keys, choice)
+        if other is not None:
+            return FieldVerdict(
+                name, False, shown, found, "hedged", f"The answer offers {other} as a second answer beside {choice}."
+            )
         if choice == want:
             return FieldVerdict(name, True, shown, found, "match", f"The answer chooses {want}.")
         return FieldVerdict(name, False, shown, found, "mismatch", f"The answer chooses {choice}, not {want}.")
