@@ -154,6 +154,10 @@ def test_verify_answers_uses_the_loops_vocabulary(clips, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["passed"] == 1
     assert summary["failed_by_reason"] == {"score:out_of_tolerance": 1, "label:hedged": 1}
+    from vstar.stages import StageData
+
+    _, task = StageData(dataset=str(source), split="test", task="generic", task_options={"fields": FIELDS}).load()
+    assert task.classes == ["omelette", "pancake"] and task.fields[1].classes is None
 
 
 def test_eval_multiple_choice_on_a_video_qa_table(clips, tmp_path, tiny_model_dirs):
