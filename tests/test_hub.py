@@ -190,3 +190,56 @@ def test_merged_weights_behind_a_flag(hub_env, two_cycle_run):
     adapter_files = hub_env.api.list_repo_files("vstar-org/merged", revision="cycle-2")
     assert "adapter_config.json" in adapter_files and not any(f.startswith("merged/") for f in adapter_files)
     assert {t.name for t in hub_env.api.list_repo_refs("vstar-org/merged-merged").tags} == {"cycle-1", "cycle-2"}
+
+
+def tags_of(api, repo_id: str, repo_type: str = "model") -> dict[str, str]:
+    return {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=repo_type).tags}
+
+
+def test_a_failed_model_tag_call_is_completed_by_a_retry(hub_env, two_cycle_run):
+    hub, api = hub_env.hub, hub_env.api
+    # The dataset gets its tag, then every model-tag call fails: the version is half tagged.
+    rule = hub.inject_fault(r"/api/models/vstar-org/half/tag/", method="POST", action="error", status=403, times=50)
+    with pytest.raises(Exception, match="403"):
+        push_run(two_cycle_run, PushConfig(dataset_repo="vstar-org/half-data", model_repo="vstar-org/half"))
+    hub.clear_faults()
+    assert rule.fired == 1
+    half_tagged = tags_of(api, "vstar-org/half-data", "dataset")
+    assert set(half_tagged) == {"cycle-1"} and not tags_of(api, "vstar-org/half")
+    hub.clear_requests()
+
+    pushed = push_run(two_cycle_run, PushConfig(dataset_repo="vstar-org/half-data", model_repo="vstar-org/half"))
+    data_tags, model_tags = tags_of(api, "vstar-org/half-data", "dataset"), tags_of(api, "vstar-org/half")
+    assert set(data_tags) == set(model_tags) == {"cycle-1", "cycle-2"}
+    assert data_tags["cycle-1"] == half_tagged["cycle-1"] == pushed[0]["dataset_commit"]
+    assert model_tags["cycle-1"] == pushed[0]["model_commit"]
+    # The retry tagged the commits cycle 1 had pushed: its first tag call came before any upload (cycle 2's).
+    paths = [r.path for r in hub.requests if r.method == "POST"]
+    first_tag = next(i for i, path in enumerate(paths) if "/tag/" in path)
+    assert all("/preupload/" not in path and "/commit/" not in path for path in paths[:first_tag])
+
+
+def test_a_tag_whose_answer_was_lost_counts_as_created(hub_env, two_cycle_run):
+    hub, api = hub_env.hub, hub_env.api
+    # The server makes the tag, then the connection drops: the client's retry hears "Tag already exists".
+    rule = hub.inject_fault(r"/api/models/vstar-org/lost/tag/", method="POST", action="drop_after", times=1)
+    pushed = push_run(two_cycle_run, PushConfig(dataset_repo="vstar-org/lost-data", model_repo="vstar-org/lost"))
+    assert rule.fired == 1
+    tags = tags_of(api, "vstar-org/lost")
+    assert tags == {f"cycle-{p['cycle']}": p["model_commit"] for p in pushed}
+    assert set(tags_of(api, "vstar-org/lost-data", "dataset")) == {"cycle-1", "cycle-2"}
+
+
+def test_a_tag_naming_another_commit_is_a_clear_error(hub_env, two_cycle_run):
+    from vstar.hub import TagConflictError
+
+    api = hub_env.api
+    api.create_repo("vstar-org/taken")
+    other = api.upload_file(path_or_fileobj=b"another version", path_in_repo="notes.txt", repo_id="vstar-org/taken")
+    api.create_tag("vstar-org/taken", tag="cycle-1", revision=other.oid)
+    with pytest.raises(TagConflictError, match=r"vstar-org/taken already has the tag cycle-1 at commit") as error:
+        push_run(two_cycle_run, PushConfig(dataset_repo="vstar-org/taken-data", model_repo="vstar-org/taken"))
+    assert other.oid[:12] in str(error.value) and "delete_tag" in str(error.value)
+    # Nothing was tagged: no repo holds half of the version.
+    assert tags_of(api, "vstar-org/taken") == {"cycle-1": other.oid}
+    assert not tags_of(api, "vstar-org/taken-data", "dataset")

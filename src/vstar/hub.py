@@ -12,6 +12,7 @@ vstar push runs/demo --dataset-repo my-org/shapes-star --model-repo my-org/shape
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,19 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 5, base_delay
             )
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+class TagConflictError(ValueError):
+    """A version tag that already names another commit of the repo: pushing would give one name two versions."""
+
+
+def tag_conflict(repo_id: str, repo_type: str, tag: str, existing: str, revision: str) -> TagConflictError:
+    return TagConflictError(
+        f"The {repo_type} repo {repo_id} already has the tag {tag} at commit {existing[:12]}, not at "
+        f"{revision[:12]} (this push): the tag names another version. To replace it, delete the tag first "
+        f"(HfApi().delete_tag({repo_id!r}, tag={tag!r}, repo_type={repo_type!r})); to keep it, push to another "
+        "repo."
+    )
 
 
 @dataclass
@@ -150,20 +164,54 @@ class HubPublisher:
         )
         return commit.oid
 
-    def tag(self, repo_id: str, repo_type: str, tag: str, revision: str, message: str = "") -> None:
-        """Tag `revision`; a tag already on that commit is fine, one on another commit is moved."""
+    def tag_target(self, repo_id: str, repo_type: str, tag: str) -> str | None:
+        """The commit `tag` points to in the repo, or `None` when the repo has no such tag."""
         refs = with_retries(lambda: self.api.list_repo_refs(repo_id, repo_type=repo_type), f"list refs of {repo_id}")
-        existing = {t.name: t.target_commit for t in refs.tags}
-        if existing.get(tag) == revision:
+        return next((t.target_commit for t in refs.tags if t.name == tag), None)
+
+    def tag(self, repo_id: str, repo_type: str, tag: str, revision: str, message: str = "") -> None:
+        """Tag `revision`, idempotently: a tag already on that commit is success, one on another commit an error.
+
+        A tag whose creation succeeded but whose answer was lost (the retry then hears "already exists") is found
+        on the repo and counts as created.
+
+        Raises:
+            TagConflictError: the tag exists at another commit (another version holds the name).
+        """
+        existing = self.tag_target(repo_id, repo_type, tag)
+        if existing == revision:
+            logger.info("%s already has tag %s at %s", repo_id, tag, revision[:8])
             return
-        if tag in existing:
-            with_retries(lambda: self.api.delete_tag(repo_id, tag=tag, repo_type=repo_type), f"delete tag {tag}")
-        with_retries(
-            lambda: self.api.create_tag(
-                repo_id, tag=tag, revision=revision, repo_type=repo_type, tag_message=message or tag
-            ),
-            f"tag {repo_id} {tag}",
-        )
+        if existing is not None:
+            raise tag_conflict(repo_id, repo_type, tag, existing, revision)
+        try:
+            with_retries(
+                lambda: self.api.create_tag(
+                    repo_id, tag=tag, revision=revision, repo_type=repo_type, tag_message=message or tag
+                ),
+                f"tag {repo_id} {tag}",
+            )
+        except Exception as error:
+            try:
+                existing = self.tag_target(repo_id, repo_type, tag)
+            except Exception:  # noqa: BLE001  (the tag call's own error is the one to report)
+                raise error from None
+            if existing == revision:
+                logger.info("%s: tag %s was created although its answer was lost", repo_id, tag)
+                return
+            if existing is not None:
+                raise tag_conflict(repo_id, repo_type, tag, existing, revision) from error
+            raise
+
+    def commit_exists(self, repo_id: str, repo_type: str, revision: str) -> bool:
+        """Whether the repo exists and holds the commit `revision`."""
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            self.head(repo_id, repo_type, revision)
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            return False
+        return True
 
     def download_model(self, repo_id: str, revision: str, local_dir: str | Path) -> Path:
         from huggingface_hub import snapshot_download
@@ -184,6 +232,31 @@ def cycle_tag(cycle: int) -> str:
     return f"cycle-{cycle}"
 
 
+PUSH_RECORD = "hub_push.json"
+
+
+def _local_fingerprint(*dirs: Path) -> list[list[Any]]:
+    """Names, sizes and modification times of the data and weight files of a cycle's folders (cards excluded:
+    they are rewritten before every push attempt)."""
+    files = []
+    for root in dirs:
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in {".parquet", ".safetensors", ".bin"}:
+                stat = path.stat()
+                files.append([str(path.relative_to(root.parent)), stat.st_size, stat.st_mtime_ns])
+    return files
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def push_cycle(
     publisher: HubPublisher,
     run_dir: str | Path,
@@ -194,6 +267,10 @@ def push_cycle(
 ) -> dict[str, str]:
     """Push one cycle's instruction dataset and adapter, then tag both `cycle-<k>`.
 
+    The pushed commits are recorded in `cycle-<k>/hub_push.json` before any tag is made, so a push stopped
+    between or during the tag calls completes on the next call by tagging the recorded commits (tagging is
+    idempotent), instead of pushing new commits that the tags already made would then contradict.
+
     Args:
         publisher: the Hub client.
         run_dir: the run directory.
@@ -203,30 +280,75 @@ def push_cycle(
             uploaded, so the card names the exact dataset commit.
 
     Returns:
-        `{"dataset_commit": sha, "model_commit": sha}`.
+        `{"dataset_commit": sha, "model_commit": sha}` (plus `merged_commit` when merged weights were pushed).
+
+    Raises:
+        TagConflictError: a repo's `cycle-<k>` tag names another commit.
     """
     run_dir = Path(run_dir)
     tag = cycle_tag(cycle)
+    dataset_dir, model_dir = run_dir / tag / "dataset", run_dir / tag / "model"
+    record_path = run_dir / tag / PUSH_RECORD
+    target = {
+        "dataset_repo": dataset_repo,
+        "model_repo": model_repo,
+        "local_files": _local_fingerprint(dataset_dir, model_dir),
+    }
+    record = _read_record(record_path)
+    result = None
+    if record is not None and all(record.get(k) == v for k, v in json.loads(json.dumps(target)).items()):
+        pushed = [(dataset_repo, "dataset", record["dataset_commit"]), (model_repo, "model", record["model_commit"])]
+        if record.get("merged_commit"):
+            pushed.append((merged_repo(model_repo), "model", record["merged_commit"]))
+        if all(publisher.commit_exists(repo, kind, sha) for repo, kind, sha in pushed):
+            logger.info("%s was pushed before (%s); completing its tags", tag, record_path)
+            result = {k: v for k, v in record.items() if k.endswith("_commit") and v}
+    if result is None:
+        result = _push_cycle_files(publisher, dataset_dir, model_dir, tag, dataset_repo, model_repo, card_writer)
+        tmp = record_path.with_name(f".{PUSH_RECORD}.tmp")
+        tmp.write_text(json.dumps({**target, **result}, indent=2))
+        tmp.replace(record_path)
+    # Tags only once every push succeeded: a half-pushed version carries no tag. A name taken by another version
+    # in any repo stops the push before the first tag, so no repo gets a tag the others cannot have.
+    tags = [(dataset_repo, "dataset", result["dataset_commit"]), (model_repo, "model", result["model_commit"])]
+    if result.get("merged_commit"):
+        tags.append((merged_repo(model_repo), "model", result["merged_commit"]))
+    for repo, kind, sha in tags:
+        existing = publisher.tag_target(repo, kind, tag)
+        if existing not in (None, sha):
+            raise tag_conflict(repo, kind, tag, existing, sha)
+    for repo, kind, sha in tags:
+        publisher.tag(repo, kind, tag, sha)
+    logger.info(
+        "Pushed %s: %s@%s, %s@%s",
+        tag,
+        dataset_repo,
+        result["dataset_commit"][:8],
+        model_repo,
+        result["model_commit"][:8],
+    )
+    return result
+
+
+def _push_cycle_files(
+    publisher: HubPublisher,
+    dataset_dir: Path,
+    model_dir: Path,
+    tag: str,
+    dataset_repo: str,
+    model_repo: str,
+    card_writer: Callable[[str, str], Any] | None,
+) -> dict[str, str]:
     dataset_sha = publisher.push_dataset_dir(
-        run_dir / tag / "dataset", dataset_repo, ("default", "rejected"), message=f"Video-STaR {tag} data"
+        dataset_dir, dataset_repo, ("default", "rejected"), message=f"Video-STaR {tag} data"
     )
     if card_writer is not None:
         card_writer(dataset_repo, dataset_sha)
-    model_dir = run_dir / tag / "model"
     model_sha = publisher.push_model_dir(model_dir, model_repo, message=f"Video-STaR {tag} model")
-    merged_sha = None
+    result = {"dataset_commit": dataset_sha, "model_commit": model_sha}
     if (model_dir / "merged").is_dir():
         # A repo of its own: transformers would take a root `adapter_config.json` for the model to load.
-        merged_sha = publisher.push_model_dir(
+        result["merged_commit"] = publisher.push_model_dir(
             model_dir / "merged", merged_repo(model_repo), message=f"Video-STaR {tag} merged"
         )
-    # Tags only once every push succeeded: a half-pushed version carries no tag.
-    publisher.tag(dataset_repo, "dataset", tag, dataset_sha)
-    publisher.tag(model_repo, "model", tag, model_sha)
-    if merged_sha:
-        publisher.tag(merged_repo(model_repo), "model", tag, merged_sha)
-    logger.info("Pushed %s: %s@%s, %s@%s", tag, dataset_repo, dataset_sha[:8], model_repo, model_sha[:8])
-    result = {"dataset_commit": dataset_sha, "model_commit": model_sha}
-    if merged_sha:
-        result["merged_commit"] = merged_sha
     return result

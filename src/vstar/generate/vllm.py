@@ -55,6 +55,7 @@ from vstar.generate.base import (
     GenerationSettings,
     chat_prompt,
     sample_clip,
+    weights_fingerprint,
 )
 from vstar.video import SampledClip
 
@@ -279,14 +280,8 @@ def adapter_fingerprint(base_model: str, adapter_dir: Path) -> str:
         base_model: the base model id or directory, as given.
         adapter_dir: the local adapter directory.
     """
-    digest = hashlib.sha256(base_model.encode())
-    for path in sorted(adapter_dir.iterdir()):
-        if path.is_file() and (path.name == "adapter_config.json" or path.name.startswith("adapter_model")):
-            digest.update(path.name.encode())
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    weights = weights_fingerprint(str(adapter_dir), "adapter_config.json")
+    return hashlib.sha256(f"{base_model}\0{weights}".encode()).hexdigest()
 
 
 def _is_current(merged_dir: Path, fingerprint: str) -> bool:
@@ -418,6 +413,7 @@ class VLLMBackend(GenerationBackend):
         self.llm = vllm.LLM(**kwargs)
         self.sampling_params = vllm.SamplingParams(**sampling_kwargs(self.settings))
         self.generator = model + (f"+{adapter}" if adapter else "")
+        self.model_name, self.adapter_name = model, adapter
         workers = self.settings.decode_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vstar-decode") if workers else None
 
