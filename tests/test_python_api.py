@@ -1,5 +1,6 @@
 """The Python API: `import vstar` is light, its entry points resolve, docs/python_api.md and docstring examples run."""
 
+import ast
 import doctest
 import importlib
 import re
@@ -16,6 +17,25 @@ DOC = ROOT / "docs" / "python_api.md"
 NOT_RUN = "<!-- not run"
 # Modules whose `>>>` examples are self-contained (no model, no network, no files beyond a temporary directory).
 DOCTEST_MODULES = ("vstar.assemble", "vstar.cards", "vstar.lineage")
+# Modules whose ```python docstring examples are self-contained; an expression ending in `# <literal>` must give it.
+FENCED_EXAMPLE_MODULES = (
+    "vstar.registry",
+    "vstar.rundir",
+    "vstar.subsets",
+    "vstar.tasks",
+    "vstar.tasks.action_quality",
+    "vstar.tasks.action_recognition",
+    "vstar.tasks.base",
+    "vstar.tasks.generic",
+    "vstar.tasks.multiple_choice",
+    "vstar.verify",
+    "vstar.verify.answer",
+    "vstar.verify.categorical",
+    "vstar.verify.choice",
+    "vstar.verify.composite",
+    "vstar.verify.numeric",
+    "vstar.verify.sequence",
+)
 
 
 def test_import_vstar_loads_no_heavy_library():
@@ -85,3 +105,47 @@ def test_every_module_with_examples_runs_them_or_skips_them():
         examples = [line for line in path.read_text().splitlines() if line.lstrip().startswith(">>> ")]
         if examples and path not in listed:
             assert all("doctest: +SKIP" in line for line in examples), f"{path}: add it to DOCTEST_MODULES"
+
+
+def fenced_examples(module) -> list[str]:
+    """The ```python blocks of a module's docstrings (module, classes, functions), as `help()` shows them."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))]
+    docs = [ast.get_docstring(n) or "" for n in nodes]
+    return [m.group(1) for doc in docs for m in re.finditer(r"(?m)^```python\n(.*?)^```", doc, re.S)]
+
+
+def run_example(code: str, where: str) -> int:
+    """Run an example statement by statement; returns how many `expression  # literal` results it checked."""
+    namespace: dict = {}
+    lines = code.splitlines()
+    checked = 0
+    for statement in ast.parse(code).body:
+        comment = re.search(r"#\s*(.+)$", lines[statement.end_lineno - 1])
+        expected = _literal(comment.group(1)) if comment and isinstance(statement, ast.Expr) else _NOT_LITERAL
+        if expected is _NOT_LITERAL:
+            exec(compile(ast.Module([statement], []), where, "exec"), namespace)
+            continue
+        value = eval(compile(ast.Expression(statement.value), where, "eval"), namespace)
+        assert value == expected, f"{where}: {ast.unparse(statement)} gives {value!r}, the example says {expected!r}"
+        checked += 1
+    return checked
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return _NOT_LITERAL
+
+
+@pytest.mark.parametrize("name", FENCED_EXAMPLE_MODULES)
+def test_fenced_docstring_examples_run_and_give_what_they_say(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    examples = fenced_examples(importlib.import_module(name))
+    assert examples, f"{name} has no example"
+    for i, code in enumerate(examples):
+        run_example(code, f"{name} example {i + 1}")

@@ -12,7 +12,9 @@ import vstar
 
 source = vstar.build_source("shapes", output="data/shapes")
 task = vstar.load_task("shapes")
-history = vstar.run_cycle("recipes/demo/config_shapes_tiny.yaml", source_dataset=str(source), ...)
+history = vstar.run_cycle(
+    "recipes/demo/config_shapes_tiny.yaml", source_dataset=str(source), model_name_or_path="runs/demo/warm-start"
+)
 results = vstar.run_evaluation("runs/demo/warm-start", source, "shapes", adapter="runs/shapes/cycle-3/model")
 vstar.push_run("runs/shapes", vstar.PushConfig(dataset_repo="me/shapes-star-data", model_repo="me/shapes-star"))
 ```

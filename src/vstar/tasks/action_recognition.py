@@ -3,7 +3,7 @@
 ```python
 from vstar.tasks import get_task
 task = get_task("action_recognition", classes=["abseiling", "rock climbing"])
-task.verify("The person descends a rope.\nAnswer: abseiling", {"label": "abseiling"}).passed  # True
+task.verify("The person descends a rope.\\nAnswer: abseiling", {"label": "abseiling"}).passed  # True
 task.score("Answer: rock climbing", {"label": "abseiling"})  # {'label': 'rock climbing'}
 ```
 """

@@ -12,7 +12,7 @@ truncated before any regex runs, and the regexes have no nested quantifiers.
 ```python
 from vstar.verify.answer import extract_conclusion, find_numbers
 extract_conclusion("The rope is clipped to a harness.\\nAnswer: abseiling")  # 'abseiling'
-[n.value for n in find_numbers("three and a half somersaults, score 65.6/100")]  # [3.5, 65.6]
+[n.value for n in find_numbers("three and a half somersaults, score 65.6/100")]  # [3.5, 65.6, 100.0]
 ```
 """
 

@@ -2,7 +2,7 @@
 
 ```python
 from vstar.verify.choice import parse_choice
-parse_choice("The man speeds up at the end.\nAnswer: (B)", ["The man walks", "The man runs"])  # 'B'
+parse_choice("The man speeds up at the end.\\nAnswer: (B)", ["The man walks", "The man runs"])  # 'B'
 ```
 """
 
@@ -287,7 +287,7 @@ class ChoiceVerifier:
     ```python
     from vstar.verify.choice import ChoiceVerifier
     options = {"A": "The man walks", "B": "The man runs"}
-    ChoiceVerifier().verify_field("He is clearly running.\nAnswer: (B)", "B", options).passed  # True
+    ChoiceVerifier().verify_field("He is clearly running.\\nAnswer: (B)", "B", options).passed  # True
     ```
     """
 
