@@ -59,3 +59,22 @@ def test_a_source_card_names_the_vstar_that_built_it(shapes_dir):
         f"vstar](https://github.com/vstar-project/vstar) {vstar_version()} with"
         in (shapes_dir / "README.md").read_text()
     )
+
+
+def test_model_index_carries_every_heldout_metric_of_a_quality_task(tiny_model_dirs, tmp_path):
+    config = CycleConfig(source_dataset=str(tmp_path / "data"), run_dir=str(tmp_path), task="action_quality")
+    (tmp_path / "config.yaml").write_text("task: action_quality\n")
+    heldout = {"accuracy": 0.2, "spearman": 0.61, "relative_l2": 0.03, "score_mae": 4.5, "num_examples": 40}
+    entry = {"cycle": 2, "heldout_accuracy": 0.2, "heldout_parse_rate": 0.9, "heldout": heldout}
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "adapter_config.json").write_text("{}")
+    train = training_config(model_name_or_path=str(tiny_model_dirs["qwen2_5_vl"]))
+    card = write_model_card(model_dir, entry, [entry], config, train, dataset_dir=tmp_path / "data").read_text()
+    metrics = _front_matter(card)["model-index"][0]["results"][0]["metrics"]
+    assert [(m["type"], m["value"]) for m in metrics] == [
+        ("accuracy", 0.2),
+        ("relative_l2", 0.03),
+        ("mae", 4.5),
+        ("spearmanr", 0.61),
+    ]

@@ -221,9 +221,7 @@ def write_model_card(
                     {
                         "task": {"type": "video-text-to-text", "name": cycle_config.task},
                         "dataset": dataset_entry,
-                        "metrics": [
-                            {"type": "accuracy", "value": entry["heldout_accuracy"], "name": "held-out accuracy"}
-                        ],
+                        "metrics": heldout_metrics(entry),
                     }
                 ],
             }
@@ -250,7 +248,7 @@ def write_model_card(
     results = [
         {"metric": k, "value": entry.get(k)}
         for k in ("heldout_accuracy", "heldout_parse_rate", "control_heldout_accuracy")
-    ]
+    ] + [{"metric": f"heldout {k}", "value": v} for k, v in (entry.get("heldout") or {}).items() if k != "accuracy"]
     return write_card(
         model_dir / "README.md",
         "model.md.j2",
@@ -273,3 +271,20 @@ def write_model_card(
         citation=settings["citation"],
         **_lineage_context(lineage),
     )
+
+
+# model-index metric types the Hub knows, for vstar's metric names; other names are used as they are.
+_METRIC_TYPES = {"spearman": "spearmanr", "relative_l2": "relative_l2", "score_mae": "mae", "difficulty_mae": "mae"}
+_COUNTS = ("num_examples", "num_scored", "num_skipped")
+
+
+def heldout_metrics(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every held-out metric of a cycle as model-index entries (accuracy first; counts left out)."""
+    values = dict(entry.get("heldout") or {})
+    values.setdefault("accuracy", entry.get("heldout_accuracy"))
+    order = ["accuracy"] + sorted(k for k in values if k != "accuracy")
+    return [
+        {"type": _METRIC_TYPES.get(k, k), "value": values[k], "name": f"held-out {k.replace('_', ' ')}"}
+        for k in order
+        if values[k] is not None and k not in _COUNTS
+    ]

@@ -302,7 +302,7 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         remove_incomplete_checkpoints(config.output_dir, config.save_only_model)
     checkpoint = latest_checkpoint(config.output_dir, config.resume_from_checkpoint, config.save_only_model)
     if checkpoint:
-        logger.info("Resuming training from %s", checkpoint)
+        logger.info("Resuming training from %s", Path(_final_name(config.output_dir)) / Path(checkpoint).name)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     output_dir = Path(config.output_dir)
     trainer.save_model(str(output_dir))  # every process calls it (ZeRO-3 / FSDP gather); the main one writes
@@ -325,9 +325,14 @@ def train(config: VStarSFTConfig, train_dataset=None) -> dict[str, Any]:
         summary["global_step"],
         len(dataset),
         summary["train_loss"],
-        output_dir,
+        _final_name(output_dir),
     )
     return summary
+
+
+def _final_name(output_dir: str | Path) -> str:
+    # The loop trains into `<dir>.partial` and renames it when the stage is done: say where the model will be.
+    return str(output_dir).removesuffix(".partial")
 
 
 def merge_adapter(
