@@ -233,7 +233,7 @@ def test_load_task_reads_options_in_every_form():
         load_task("action_recognition", {"clases": ["yoga"]})
 
 
-def _kinetics_source(shared_data: Path, root: Path) -> Path:
+def _kinetics_source(shared_data: Path, root: Path, split: str = "validation") -> Path:
     """A source dataset of the Kinetics sample annotations with the 700 class names as its `ClassLabel`."""
     import csv
 
@@ -249,10 +249,10 @@ def _kinetics_source(shared_data: Path, root: Path) -> Path:
     rows = [
         {"id": f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}",
          "video": {"path": f"{r['youtube_id']}.mp4", "bytes": None}, "start": None, "end": None,
-         "source": "kinetics700", "split": "validation", "label": r["label"]}
+         "source": "kinetics700", "split": split, "label": r["label"]}
         for r in records
     ]  # fmt: skip
-    write_parquet(root / split_file("validation"), rows, features)
+    write_parquet(root / split_file(split), rows, features)
     return root
 
 
@@ -309,3 +309,16 @@ def test_every_recipe_task_loads_without_a_class_list():
         task = load_task(recipe["task"], recipe.get("task_options"))
         assert "classes" not in (recipe.get("task_options") or {}), path  # the vocabulary comes from the source
         assert task.name == recipe["task"], path
+
+
+def test_the_loop_takes_the_kinetics_vocabulary_from_the_train_split(shared_data, tmp_path):
+    from conftest import training_config
+
+    from vstar.configs import CycleConfig
+    from vstar.cycle import CycleRunner
+
+    source = _kinetics_source(shared_data, tmp_path / "k700", split="train")
+    config = CycleConfig(source_dataset=str(source), task="action_recognition", run_dir=str(tmp_path / "run"))
+    runner = CycleRunner(config, training_config(output_dir=str(tmp_path / "unused")))
+    assert len(runner.task.classes) == 700
+    assert runner.task.verify("Answer: playing bass guitar", {"label": "playing guitar"}).reason == "label:near_miss"
