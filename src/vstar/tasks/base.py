@@ -232,6 +232,12 @@ def _init_names(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
+def _takes_any_option(cls: type) -> bool:
+    import inspect
+
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+
 def get_task(name: str, **options: Any) -> Task:
     """Instantiate a registered task by name, e.g. `get_task("action_recognition", classes=[...])`."""
     import vstar.tasks  # noqa: F401  (registers the built-in tasks)
@@ -288,7 +294,7 @@ def load_task(name: str, options: Mapping[str, Any] | str | None = None, feature
 
     cls = TASKS.get(name)
     values = parse_task_options(options)
-    unknown = sorted(set(values) - _init_names(cls)) if "options" not in _init_names(cls) else []
+    unknown = [] if _takes_any_option(cls) else sorted(set(values) - _init_names(cls))
     if unknown:
         known = ", ".join(sorted(_init_names(cls))) or "none"
         raise ConfigError(f"Task {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {known}.")
