@@ -11,6 +11,7 @@ Run: `python -m pytest tests/test_bad_inputs.py -q -s` (`-s` prints the counts).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -149,6 +150,9 @@ def check(case: Case, capsys) -> None:
     outcome = classify(code, err, case.names)
     OUTCOMES["inputs"] += 1
     OUTCOMES[outcome] += 1
+    if os.environ.get("VSTAR_CORPUS_LOG"):  # every message, for reading them side by side
+        with open(os.environ["VSTAR_CORPUS_LOG"], "a") as log:
+            log.write(json.dumps({"case": case.id, "outcome": outcome, "lines": error_lines(err)}) + "\n")
     if outcome != "clear" and case.xfail:
         pytest.xfail(f"{case.xfail} (got {outcome}: {err.strip()[-300:]})")
     assert outcome == "clear", f"{case.id}: {outcome}, exit {code}\n{err[-2000:]}"
@@ -207,7 +211,7 @@ def table_cases(tmp_path: Path, clip: Path) -> list[Case]:
         if data is not None:
             _table(tmp_path, path.name, data)
         argv = ["build", "table", "--annotations", path, "--label_columns", "label", "--output", tmp_path / name]
-        if name not in ("missing-video-column", "empty", "random-bytes-parquet", "missing-file"):
+        if suffix == ".csv" and name not in ("missing-video-column", "empty", "missing-file"):
             argv += ["--start_column", "start", "--end_column", "end"]
         cases.append(Case(name, argv, [path.name], xfail))
     return cases
@@ -414,6 +418,28 @@ MISSING_CASES = [c.id for c in missing_cases(Path("d"), Path("m"), Path("t"))]
 def test_missing_folders(name, shapes_dir, tiny_model_dirs, tmp_path, capsys):
     (case,) = [c for c in missing_cases(shapes_dir, tiny_model_dirs["qwen2_5_vl"], tmp_path) if c.id == name]
     check(case, capsys)
+
+
+# --- the Hub and damaged datasets
+
+
+@pytest.mark.parametrize("what", ["model", "dataset"])
+def test_hub_ids_that_do_not_exist(what, hub_env, shapes_dir, tiny_model_dirs, capsys):
+    values = {"model": tiny_model_dirs["qwen2_5_vl"], "dataset": shapes_dir, what: f"vstar-org/no-such-{what}"}
+    argv = ["eval", "--model", values["model"], "--dataset", values["dataset"], "--task", "shapes"]
+    check(Case(f"hub-{what}", argv, [f"vstar-org/no-such-{what}"]), capsys)
+
+
+def test_a_dataset_whose_parquet_is_damaged(shapes_dir, tiny_model_dirs, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "source"
+    shutil.copytree(shapes_dir, broken)
+    (split,) = (broken / "data").glob("test-*.parquet")
+    split.write_bytes(RNG.bytes(700))
+    argv = ["eval", "--model", tiny_model_dirs["qwen2_5_vl"], "--dataset", broken, "--task", "shapes"]
+    reason = "load_split passes on pyarrow's message, which does not name the file"
+    check(Case("damaged-parquet", argv, [str(broken), split.name], xfail=reason), capsys)
 
 
 # --- clips that break after the dataset was built: skipped at generation time, the pass goes on

@@ -318,7 +318,7 @@ def _make_parser(types: tuple[type, ...]):
 def _read_recipe(path: str) -> dict[str, Any]:
     recipe = Path(path)
     if not recipe.is_file():
-        kind = "a folder, not a file" if recipe.is_dir() else "does not exist"
+        kind = "is a folder, not a file" if recipe.is_dir() else "does not exist"
         raise ConfigError(f"recipe {path} {kind}: pass --config PATH/TO/RECIPE.yaml")
     try:
         data = yaml.safe_load(recipe.read_text(encoding="utf-8"))

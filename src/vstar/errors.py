@@ -176,12 +176,23 @@ def user_message(exc: BaseException) -> str | None:
         return f"a recipe is not valid YAML: {_one_line(exc)}"
     if isinstance(exc, KeyError):
         key = exc.args[0] if exc.args else "?"
+        if isinstance(key, str) and " " in key.strip():  # raised with a sentence, not a bare key
+            return _one_line(key)
         return f"a required field or column {key!r} is missing from the input: add it or pick the matching task"
     if isinstance(exc, ValueError):
         return _one_line(exc)
     if isinstance(exc, OSError) and getattr(exc, "errno", None) is not None:
         name = _filename(exc)
         return f"{name + ': ' if name else ''}{_one_line(exc.strerror or exc)}"
+    if isinstance(exc, OSError):  # transformers' loaders: a model id that resolves to nothing, a folder missing files
+        text = _one_line(exc)
+        missing = re.match(r"(\S+) is not a local folder and is not a valid model identifier", text)
+        if missing:
+            return (
+                f"{missing.group(1)} is not a local folder and the Hub has no model of that name (or it is private: "
+                "log in with `hf auth login` or set HF_TOKEN)"
+            )
+        return text[:500]
     return None
 
 
