@@ -79,6 +79,9 @@ def _stamp(files: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
 @functools.lru_cache(maxsize=64)
 def _hash_files(stamp: tuple[tuple[str, int, int], ...], root: str) -> str:
     # Keyed on paths, sizes and modification times: a 15 GB base model is read once per process, not per card.
+    total = sum(size for _, size, _ in stamp)
+    if total > 1 << 30:
+        logger.info("Hashing %.1f GB under %s to pin its revision (once per process).", total / (1 << 30), root)
     digest = hashlib.sha256()
     for path, size, _ in stamp:
         digest.update(f"{Path(path).relative_to(root).as_posix()}\0{size}\0".encode())
