@@ -46,8 +46,8 @@ def test_random_kills_then_resume_match_an_uninterrupted_run(warm_models, shapes
         for attempt in range(KILLS_PER_TRIAL):
             log = tmp_path / f"trial-{trial}-{attempt}.log"
             process = _launch(run, shapes_dir, model, log)
-            # Past the ~5 s of imports, anywhere up to the time a whole run takes.
-            time.sleep(rng.uniform(min(5.0, duration / 4), duration))
+            # Past the ~5 s of imports, anywhere up to (nearly) the time a whole run takes.
+            time.sleep(rng.uniform(min(5.0, duration / 4), 0.9 * duration))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills += 1
