@@ -8,6 +8,7 @@ from vstar.generate.base import (
     GenerationSettings,
     get_backend,
     read_generations,
+    read_skipped,
     run_generation,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "GenerationSettings",
     "get_backend",
     "read_generations",
+    "read_skipped",
     "run_generation",
 ]

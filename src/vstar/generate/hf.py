@@ -93,6 +93,7 @@ class TransformersBackend(GenerationBackend):
         self.processor = AutoProcessor.from_pretrained(processor or model)
         self.processor.tokenizer.padding_side = "left"
         self.generator = model + (f"+{adapter}" if adapter else "")
+        self.model_name, self.adapter_name = model, adapter
         decode_workers = self.settings.decode_workers if decode_workers is None else decode_workers
         self._pool = ThreadPoolExecutor(max_workers=decode_workers) if decode_workers else None
 
