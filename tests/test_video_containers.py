@@ -295,3 +295,14 @@ def test_folder_builds_every_container_and_reports_the_rest(files, tmp_path):
     (skipped,) = report["skipped"]
     assert skipped["row"] == "walking/f.xyz" and skipped["reason"].startswith("unknown extension")
     assert "--extensions" in skipped["reason"]
+
+
+def test_raw_stream_without_times_is_decoded_in_order(files, references, tmp_path):
+    # An H.264 elementary stream (`.h264`) carries no timestamps: frames are counted in decode output order.
+    raw = _remux(files["mp4"], tmp_path / "raw.h264", "h264")
+    _, frames = references["mp4"]
+    clip = sample_frames(raw, num_frames=8)
+    assert clip.window_num_frames == 90 and clip.indices == [5, 16, 28, 39, 50, 61, 73, 84]
+    assert clip.timestamps == pytest.approx([i / FPS for i in clip.indices])
+    for index, frame in zip(clip.indices, clip.frames):
+        np.testing.assert_array_equal(frame, frames[index])

@@ -555,7 +555,8 @@ def _decode_in_order(
         rate = stream.average_rate or stream.guessed_rate
         times: list[float] = []
         for frame in container.decode(stream):
-            times.append(frame.time if frame.time is not None else (times[-1] + 1 / float(rate or 25) if times else 0))
+            # A raw elementary stream has no times at all: its frames are evenly spaced at the stated rate.
+            times.append(frame.time if frame.time is not None else len(times) / float(rate or 25))
     if not times:
         raise VideoDecodeError("no frame could be decoded")
     times = [t - times[0] for t in times]
