@@ -9,13 +9,16 @@ from vstar.cli import main
 
 def test_generate_then_verify(warm_models, shapes_dir, tmp_path, capsys):
     common = ["--dataset", str(shapes_dir), "--split", "test", "--task", "shapes", "--limit", "6"]
-    main(["generate", "--model", str(warm_models["qwen2_5_vl"]), "--output-dir", str(tmp_path / "gen"),
-          "--batch_size", "4", "--max_new_tokens", "24", "--chunk_size", "4", *common])  # fmt: skip
+    generate = ["generate", "--model", str(warm_models["qwen2_5_vl"]), "--output-dir", str(tmp_path / "gen"),
+                "--batch_size", "4", "--max_new_tokens", "24", "--chunk_size", "4", *common]  # fmt: skip
+    main(generate)
     chunks = sorted((tmp_path / "gen").glob("direct-rank000-*.parquet"))
     assert len(chunks) == 2  # 6 answers in chunks of 4
     # Running it again answers nothing new.
-    main(["generate", "--model", str(warm_models["qwen2_5_vl"]), "--output-dir", str(tmp_path / "gen"), *common])
+    main(generate)
     assert sorted((tmp_path / "gen").glob("direct-*.parquet")) == chunks
+    # The `--limit` sample is recorded beside the answers.
+    assert len(json.loads((tmp_path / "gen" / "subset-test.json").read_text())["ids"]) == 6
 
     capsys.readouterr()
     main(["verify", "--generations", str(tmp_path / "gen"), "--output", str(tmp_path / "v.parquet"), *common])
