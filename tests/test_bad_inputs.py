@@ -338,7 +338,6 @@ def flag_cases(shapes_dir: Path, model: Path, tmp_path: Path) -> list[Case]:
             "offset-past-the-data",
             [*loop, "--source_offset", "100000", "--num_cycles", "1"],
             ["source_offset", "100000"],
-            xfail="the loop checks source_offset against the split's size when it loads the data",
         ),
         Case("eval-zero-batch", ["eval", *stage, "--batch_size", "0"], ["batch_size"]),
         Case("eval-zero-limit", ["eval", *stage, "--limit", "0"], ["limit"]),

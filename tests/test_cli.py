@@ -277,7 +277,7 @@ def test_library_errors_become_one_line():
     assert user_message(FileNotFoundError(2, "No such file or directory", "/x/y.csv")) == (
         "/x/y.csv does not exist: check the path"
     )
-    assert user_message(TypeError("unsupported operand")) is None  # a bug: reported as unexpected
+    assert user_message(TypeError("unsupported operand")) is None  # a bug: reported with its traceback
 
 
 def test_recipes_give_no_deprecation_warning():
@@ -290,3 +290,15 @@ def test_recipes_give_no_deprecation_warning():
             parse_configs((CycleConfig, VStarSFTConfig), ["--config", str(recipe)])
         deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning | DeprecationWarning)]
         assert not [m for m in deprecations if "checkpointing" in m], (recipe, deprecations)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from vstar import cli
+
+    def broken(argv):
+        return None + 1  # a bug, not a bad input
+
+    monkeypatch.setitem(cli.COMMANDS, "verify", broken)
+    code, _, err = run(["verify"], capsys)
+    assert code == 1 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("vstar verify: error: unexpected TypeError (a bug")

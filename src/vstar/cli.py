@@ -310,20 +310,21 @@ def _print_help(command: str, rest: list[str]) -> None:
 
 
 def _report(command: str, exc: BaseException, debug: bool) -> int:
-    """Print the one-line message of a failure (and the traceback with `--debug`); returns the exit status."""
+    """Print the one-line message of an expected failure (and the traceback with `--debug`); returns the exit status.
+
+    An unexpected exception is a bug, not a bad input: its traceback is printed, to be reported.
+    """
     import traceback
 
     message = user_message(exc)
     prefix = f"vstar {command}: error:" if command else "vstar: error:"
-    if debug:
+    if debug or message is None:
         traceback.print_exception(exc, file=sys.stderr)
     if message is not None:
         print(f"{prefix} {message}", file=sys.stderr)
         return EXIT_USAGE
     print(
-        f"{prefix} unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:500]} (rerun with --debug for the "
-        "traceback, and report it if the inputs look right)",
-        file=sys.stderr,
+        f"{prefix} unexpected {type(exc).__name__} (a bug: please report it with the traceback above)", file=sys.stderr
     )
     return EXIT_INTERNAL
 
