@@ -212,8 +212,8 @@ def write_model_card(
             "name": f"{cycle_config.source_dataset} ({cycle_config.eval_split})",
             "split": cycle_config.eval_split,
         }
-        if cycle_config.source_revision:
-            dataset_entry["revision"] = cycle_config.source_revision
+        # The resolved commit (or content hash) of the evaluation data, not the branch name it was asked by.
+        dataset_entry["revision"] = lineage.source_commit
         metadata["model-index"] = [
             {
                 "name": repo_id or model_dir.name,
