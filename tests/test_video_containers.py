@@ -1,10 +1,11 @@
 """Exact frames on the containers and cuts found in real datasets, against FFmpeg's own presentation.
 
-Every file is made here with PyAV: H.264 stream copies into MP4, Matroska, FLV, MPEG-TS and M2TS; MPEG-2 in program
-and transport streams; stream-copy cuts like `ffmpeg -ss A -i in.mp4 -c copy out.mp4` (the MP4 muxer writes an edit
-list that hides the pre-roll packets); a transport stream starting mid-GOP; phone-style rotated MP4s; a video that
-starts a second after its audio. The reference is PyAV decoding every frame in order (what a player shows), turned by
-the display rotation; every sampled frame must equal it exactly, at the claimed index and time.
+Every file is made here with PyAV: H.264 stream copies into MP4, Matroska, FLV, MPEG-TS and M2TS; MPEG-4 in AVI, VP9
+in WebM; MPEG-2 in program and transport streams; stream-copy cuts like `ffmpeg -ss A -i in.mp4 -c copy out.mp4` (the
+MP4 muxer writes an edit list that hides the pre-roll packets); a transport stream starting mid-GOP; phone-style
+rotated MP4 and MOV files; a video that starts a second after its audio; a raw H.264 stream without times. The
+reference is PyAV decoding every frame in order (what a player shows), turned by the display rotation; every sampled
+frame must equal it exactly, at the claimed index and time.
 
 Run: `python -m pytest tests/test_video_containers.py -q`
 """
@@ -41,6 +42,8 @@ def _encode(path: Path, fmt: str, codec: str = "libx264", count: int = 90, rotat
         if codec == "libx264":
             # B-frames and a keyframe every 24 frames: several keyframe intervals, reordered frames.
             stream = container.add_stream(codec, rate=FPS, options={"g": "24", "bframes": "3"})
+        elif codec != "mpeg2video":
+            stream = container.add_stream(codec, rate=FPS, options={"g": "24"})
         else:
             # MPEG-2 with I-frames every 12 and two B-frames between anchors; no scene-cut I-frames.
             stream = container.add_stream(
@@ -112,6 +115,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "ts": ts,
         "m2ts": _remux(mp4, root / "h264.m2ts", "mpegts", mpegts_m2ts_mode="1"),
         "ts mid-GOP start": _remux(ts, root / "midgop.ts", "mpegts", first_packet=10),
+        "avi mpeg4": _encode(root / "mpeg4.avi", "avi", codec="mpeg4"),
+        "webm vp9": _encode(root / "vp9.webm", "webm", codec="libvpx-vp9"),
+        "mov rotate 90": _encode(root / "rot90.mov", "mov", rotation=-90),
         "mpeg2 ps": _encode(root / "mpeg2.mpg", "mpeg", codec="mpeg2video"),
         "mpeg2 ts": _encode(root / "mpeg2.ts", "mpegts", codec="mpeg2video"),
         # Cut 9 frames after a keyframe (0.96 s, 1.92 s, ...): 9 pre-roll packets plus reordered B-frames.
@@ -150,9 +156,9 @@ MODES = ["one thread", "frame threads", "parallel runs", "bytes"]
 @pytest.mark.parametrize(
     "name",
     [
-        "mp4", "mkv", "flv", "ts", "m2ts", "ts mid-GOP start", "mpeg2 ps", "mpeg2 ts", "mp4 cut, long pre-roll",
-        "mp4 cut, one pre-roll packet", "mkv video after audio", "ts video after audio", "mp4 rotate 90",
-        "mp4 rotate 180", "mp4 rotate 270",
+        "mp4", "mkv", "flv", "avi mpeg4", "webm vp9", "ts", "m2ts", "ts mid-GOP start", "mpeg2 ps", "mpeg2 ts",
+        "mp4 cut, long pre-roll", "mp4 cut, one pre-roll packet", "mkv video after audio", "ts video after audio",
+        "mp4 rotate 90", "mp4 rotate 180", "mp4 rotate 270", "mov rotate 90",
     ],
 )  # fmt: skip
 def test_frames_are_the_ones_a_player_shows(files, references, name, mode, monkeypatch):
