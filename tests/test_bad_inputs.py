@@ -378,7 +378,6 @@ def missing_cases(shapes_dir: Path, model: Path, tmp_path: Path) -> list[Case]:
             "verify-generations",
             ["verify", "--generations", nope, "--dataset", shapes_dir, *stage],
             [str(nope)],
-            xfail="vstar verify checks its generations folder",
         ),  # fmt: skip
         Case(
             "train-dataset",

@@ -590,6 +590,12 @@ def _check_generate(config: Any) -> None:
 def _check_verify(config: Any) -> None:
     _check_stage_data(config)
     check_reference(config.dataset, "dataset", "source dataset")
+    generations = Path(config.generations)
+    if not generations.is_dir():
+        raise InputError(
+            f"generations: folder {generations} does not exist: pass the --output_dir of `vstar generate` "
+            "(run it first)"
+        )
 
 
 # Range checks of the settings classes defined outside this module, by class name (a subclass is checked too).
