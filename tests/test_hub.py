@@ -160,8 +160,10 @@ def test_resume_from_hub(hub_env, two_cycle_run, warm_models, shapes_dir, tmp_pa
     # Cycles 1 and 2 came from the Hub; only cycle 3 was generated and trained here.
     assert not (tmp_path / "elsewhere" / "cycle-1" / "dataset").exists()
     assert (tmp_path / "elsewhere" / "cycle-3" / "dataset").exists()
-    tags = {t.name for t in hub_env.api.list_repo_refs("vstar-org/resume").tags}
-    assert tags == {"cycle-1", "cycle-2", "cycle-3"}
+    tags = {t.name: t.target_commit for t in hub_env.api.list_repo_refs("vstar-org/resume").tags}
+    assert set(tags) == {"cycle-1", "cycle-2", "cycle-3", "best"}
+    best = json.loads((tmp_path / "elsewhere" / "metrics.json").read_text())["best"]["cycle"]
+    assert tags["best"] == tags[f"cycle-{best}"]
     metrics = json.loads((tmp_path / "elsewhere" / "metrics.json").read_text())
     assert metrics["cycles"][3]["generated"] == 16
 
