@@ -143,7 +143,7 @@ def run_bare(config: VStarSFTConfig, rows: list[dict[str, torch.Tensor]]) -> Ste
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.activation_checkpointing,
         seed=config.seed,
         logging_steps=1,
         save_strategy="no",

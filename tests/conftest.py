@@ -56,7 +56,7 @@ def training_config(**overrides):
         "learning_rate": 2e-3,
         "per_device_train_batch_size": 8,
         "num_train_epochs": 1,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,

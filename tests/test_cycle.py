@@ -82,7 +82,7 @@ def _launch(run_dir: Path, shapes_dir: Path, model: Path, log: Path) -> subproce
         "--max_new_tokens", "24", "--model_name_or_path", str(model), "--output_dir", str(run_dir / "train"),
         "--finetuning", "lora", "--lora_target", "all", "--lora_r", "8", "--lora_alpha", "16",
         "--learning_rate", "2e-3", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
-        "--gradient_checkpointing", "false", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none",
+        "--activation_checkpointing", "false", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none",
         "--disable_tqdm", "true", "--seed", "0",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

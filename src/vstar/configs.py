@@ -571,15 +571,8 @@ def check_reference(value: str | None, setting: str, kind: str) -> None:
     )
 
 
-def _check_eval(config: Any) -> None:
-    _check_stage_data(config)
-    check_reference(config.model, "model", "model")
-    check_reference(config.dataset, "dataset", "source dataset")
-    if config.adapter:
-        check_reference(config.adapter, "adapter", "adapter")
-
-
-def _check_generate(config: Any) -> None:
+def _check_model_stage(config: Any) -> None:
+    """`vstar eval` and `vstar generate`: a model (and adapter) answering about a dataset."""
     _check_stage_data(config)
     check_reference(config.model, "model", "model")
     check_reference(config.dataset, "dataset", "source dataset")
@@ -601,9 +594,9 @@ def _check_verify(config: Any) -> None:
 # Range checks of the settings classes defined outside this module, by class name (a subclass is checked too).
 _CHECKS = {
     "GenerationSettings": _check_generation,
-    "GenerateConfig": _check_generate,
+    "GenerateConfig": _check_model_stage,
     "VerifyConfig": _check_verify,
-    "EvalConfig": _check_eval,
+    "EvalConfig": _check_model_stage,
     "VStarSFTConfig": _check_training,
 }
 

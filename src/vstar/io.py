@@ -144,13 +144,22 @@ def _arrow_copy(files: list[Path]) -> Path:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    schema = pq.read_schema(str(files[0]))
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for file in files:
-            # Mapped and without pre-buffering, one row group at a time: the copy costs a row group of memory.
-            parquet = pq.ParquetFile(str(file), memory_map=True, pre_buffer=False)
-            for group in range(parquet.num_row_groups):
-                writer.write_table(parquet.read_row_group(group))
+    file = files[0]
+    try:
+        schema = pq.read_schema(str(file))
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for file in files:
+                # Mapped and without pre-buffering, one row group at a time: the copy costs a row group of memory.
+                parquet = pq.ParquetFile(str(file), memory_map=True, pre_buffer=False)
+                for group in range(parquet.num_row_groups):
+                    writer.write_table(parquet.read_row_group(group))
+    except (OSError, pa.ArrowException) as err:
+        tmp.unlink(missing_ok=True)
+        from vstar.errors import InputError
+
+        raise InputError(
+            f"{file} is not a readable Parquet file ({err}): rebuild the dataset, or copy the file again."
+        ) from None
     pa.default_memory_pool().release_unused()
     os.replace(tmp, target)
     return target

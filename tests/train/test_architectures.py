@@ -94,7 +94,7 @@ def test_lora_training_adapts_only_the_language_model(arch, tiny_model_dirs, sha
         per_device_train_batch_size=4,
         max_steps=3,
         # As in the recipes: checkpointing must keep gradients flowing into the adapter.
-        gradient_checkpointing=True,
+        activation_checkpointing=True,
     )
     summary = train(config)
     assert summary["global_step"] == 3 and summary["num_rows"] == 8

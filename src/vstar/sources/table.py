@@ -142,9 +142,7 @@ def table_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
         header = next(csv.reader(text_lines(path, encoding), delimiter=_delimiter(path)), [])
         return check_header([c.strip() for c in header], path)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return check_header(list(pq.ParquetFile(path).schema_arrow.names), path)
+        return check_header(list(_open_parquet(path).schema_arrow.names), path)
     for _, record in read_table(path, encoding):
         return list(record)
     return []
@@ -160,6 +158,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         repeated = sorted({key for key, _ in pairs if [k for k, _ in pairs].count(key) > 1})
         raise KeyError(repeated)
     return record
+
+
+def _open_parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(
+            f"{path} is not a readable Parquet file ({err}): write it again, or give a CSV or JSON Lines table."
+        ) from None
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
@@ -179,15 +189,19 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
     if kind == "csv":
         reader = csv.reader(text_lines(path, encoding), delimiter=_delimiter(path))
         header = check_header([c.strip() for c in next(reader, [])], path)
+        rows = 0
         for fields in reader:
             if not fields or not any(f.strip() for f in fields):
                 continue
+            rows += 1
             if len(fields) != len(header):
                 raise ValueError(
                     f"{path}:{reader.line_num}: expected {len(header)} fields ({','.join(header)}), "
                     f"found {len(fields)}: {fields!r}."
                 )
             yield reader.line_num, {k: (v if v.strip() else None) for k, v in zip(header, fields)}
+        if not rows:
+            raise InputError(f"{path} has a header but no rows: add one row per clip below the header.")
     elif kind == "json":
         for line_number, line in enumerate(text_lines(path, encoding), 1):
             if not line.strip():
@@ -205,10 +219,8 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                 raise ValueError(f"{path}:{line_number}: expected a JSON object, found {type(record).__name__}.")
             yield line_number, record
     else:
-        import pyarrow.parquet as pq
-
         number = 0
-        parquet = pq.ParquetFile(path)
+        parquet = _open_parquet(path)
         check_header(list(parquet.schema_arrow.names), path)
         for batch in parquet.iter_batches(batch_size=1024):
             for record in batch.to_pylist():
