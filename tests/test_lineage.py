@@ -179,3 +179,23 @@ def test_the_model_cards_snippet_runs_for_someone_else(hub_env, pushed_run, warm
     ]
     assert namespace["base"].name_or_path == "vstar-org/lineage-base"
     assert any(hub_env.hub_cache.rglob("adapter_model.safetensors"))  # the adapter came through the Hub's cache
+
+
+def test_an_adapter_on_another_base_model_warns(tiny_model_dirs, tmp_path, caplog):
+    import json
+    import shutil
+
+    from vstar.lineage import check_adapter_base
+
+    base = tiny_model_dirs["qwen2_5_vl"]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    assert check_adapter_base(str(base), str(adapter)) is None
+    # A copy of the same weights elsewhere is the same base.
+    copy = shutil.copytree(base, tmp_path / "copy")
+    assert check_adapter_base(str(copy), str(adapter)) is None
+    other = tiny_model_dirs["qwen2_vl"]
+    message = check_adapter_base(str(other), str(adapter))
+    assert message and str(base) in message and str(other) in message and "--model" in message
+    assert message in caplog.text

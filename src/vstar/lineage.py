@@ -159,6 +159,43 @@ def model_revision(path_or_id: str | Path, revision: str | None = None) -> str:
     return _hub_sha(str(path_or_id), "model", revision)
 
 
+def check_adapter_base(model: str, adapter: str | None) -> str | None:
+    """Warn when an adapter is applied to another base model than the one it was trained on.
+
+    The adapter's `adapter_config.json` names its base; the same name, the same folder or two folders with the same
+    weights (content hash) count as the same base. Returns the warning (None when the bases agree or the adapter
+    does not say).
+    """
+    import json
+
+    if not adapter:
+        return None
+    config = Path(adapter) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    try:
+        trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        return None
+    if not trained_on or str(trained_on) == str(model):
+        return None
+    trained_dir, model_dir = Path(trained_on), Path(model)
+    if trained_dir.is_dir() and model_dir.is_dir():
+        if trained_dir.resolve() == model_dir.resolve():
+            return None
+        try:
+            if model_revision(trained_dir) == model_revision(model_dir):
+                return None
+        except FileNotFoundError:
+            pass
+    message = (
+        f"The adapter {adapter} was trained on {trained_on}, but is applied to {model}: if these are different "
+        "models its answers mean nothing. Pass the base model it was trained on (--model)."
+    )
+    logger.warning(message)
+    return message
+
+
 def dataset_revision(path_or_id: str | Path, revision: str | None = None) -> str:
     """The revision that pins a dataset: the Hub commit sha of `revision` for a Hub id, a content hash of the
     Parquet files (else of every data file) for a local directory.

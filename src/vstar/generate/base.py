@@ -563,7 +563,9 @@ def run_generation(
 def get_backend(settings: GenerationSettings, model: str, adapter: str | None = None, **kwargs) -> GenerationBackend:
     """Build the configured backend for a model (and optional adapter)."""
     import vstar.generate  # noqa: F401  (registers the built-in backends)
+    from vstar.lineage import check_adapter_base
 
+    check_adapter_base(model, adapter)
     return BACKENDS.get(settings.backend)(model=model, adapter=adapter, settings=settings, **kwargs)
 
 
