@@ -365,6 +365,11 @@ def test_bad_flags(name, shapes_dir, tiny_model_dirs, tmp_path, capsys):
     check(case, capsys)
 
 
+def _empty_folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def missing_cases(shapes_dir: Path, model: Path, tmp_path: Path) -> list[Case]:
     nope = tmp_path / "nope"
     stage = ["--task", "shapes", "--split", "test"]
@@ -380,6 +385,11 @@ def missing_cases(shapes_dir: Path, model: Path, tmp_path: Path) -> list[Case]:
             "verify-generations",
             ["verify", "--generations", nope, "--dataset", shapes_dir, *stage],
             [str(nope)],
+        ),  # fmt: skip
+        Case(
+            "verify-no-answers",
+            ["verify", "--generations", _empty_folder(tmp_path / "no-answers"), "--dataset", shapes_dir, *stage],
+            ["no-answers", "no answers"],
         ),  # fmt: skip
         Case(
             "train-dataset",

@@ -26,6 +26,7 @@ from datasets import Features, Value
 
 from vstar.configs import parse_configs
 from vstar.distributed import is_main_process
+from vstar.errors import InputError
 from vstar.generate.base import (
     GenerationSettings,
     build_requests,
@@ -180,6 +181,14 @@ def verify_main(argv: list[str] | None = None) -> dict[str, Any]:
             ", ".join(unknown[:3]),
         )
     generations = [g for g in answered if g["id"] in sources]
+    if not generations:
+        # An empty output would look like a finished verification: say what is missing instead.
+        origin = config.answers or f"{config.generations} ({config.attempt}-rank*.parquet)"
+        found = f"{len(answered)} answers, none for the rows of split {config.split!r}" if answered else "no answers"
+        raise InputError(
+            f"{origin} has {found}: run `vstar generate` (with the same --attempt) first, or check --split, "
+            "--dataset and --attempt."
+        )
     verified = verify_generations(generations, sources, task)
     features = Features({**GENERATION_FEATURES, "label": Value("string"), "verification": VERIFICATION})
     write_parquet(
