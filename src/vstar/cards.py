@@ -275,7 +275,7 @@ def write_model_card(
 
 # model-index metric types the Hub knows, for vstar's metric names; other names are used as they are.
 _METRIC_TYPES = {"spearman": "spearmanr", "relative_l2": "relative_l2", "score_mae": "mae", "difficulty_mae": "mae"}
-_COUNTS = ("num_examples", "num_scored", "num_skipped")
+_COUNTS = ("num_examples", "num_scored", "num_skipped", "skipped")
 
 
 def heldout_metrics(entry: dict[str, Any]) -> list[dict[str, Any]]:
