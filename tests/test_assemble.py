@@ -76,7 +76,7 @@ def test_assemble_keeps_direct_and_rationalized_passes_and_rejects_the_rest(tmp_
     assert by_id["a"]["verification"]["fields"][0]["reason"] == "match"
     assert sorted(zip(rejected["id"], rejected["rationalized"])) == [("b", False), ("c", False), ("c", True)]
     card = (tmp_path / "README.md").read_text()
-    assert "config_name: rejected" in card and "| 3 | 1 | 1 | 3 |" in card
+    assert "config_name: rejected" in card and "| 3 | 1 | 2 | 1 | 3 |" in card
 
 
 def test_a_hinted_retry_of_a_passing_clip_is_not_duplicated(tmp_path):
