@@ -387,6 +387,11 @@ def missing_cases(shapes_dir: Path, model: Path, tmp_path: Path) -> list[Case]:
             [str(nope)],
         ),  # fmt: skip
         Case(
+            "verify-answers-file",
+            ["verify", "--answers", tmp_path / "nope.jsonl", "--dataset", shapes_dir, *stage],
+            ["nope.jsonl"],
+        ),  # fmt: skip
+        Case(
             "verify-no-answers",
             ["verify", "--generations", _empty_folder(tmp_path / "no-answers"), "--dataset", shapes_dir, *stage],
             ["no-answers", "no answers"],

@@ -583,6 +583,10 @@ def _check_model_stage(config: Any) -> None:
 def _check_verify(config: Any) -> None:
     _check_stage_data(config)
     check_reference(config.dataset, "dataset", "source dataset")
+    if getattr(config, "answers", None):
+        if not Path(config.answers).is_file():
+            raise InputError(f"answers: file {config.answers} does not exist: give a JSON Lines file of answers")
+        return
     generations = Path(config.generations)
     if not generations.is_dir():
         raise InputError(
