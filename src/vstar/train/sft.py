@@ -64,7 +64,15 @@ class VStarSFTConfig(SFTConfig):
         metadata={"help": "Memory for decoded clips kept between epochs, per process (each DataLoader worker)."},
     )
 
+    # TRL defaults the deprecated alias to True, so every config that leaves it alone warns under transformers 5;
+    # unset here, it still works when given, and checkpointing stays on by default (TRL's choice) in __post_init__.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (transformers 5)."}
+    )
+
     def __post_init__(self):
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
         if not torch.cuda.is_available():
             self.use_cpu, self.bf16, self.fp16 = True, False, False
         # Video rows must reach the collator whole; the collator tokenises and truncation would cut video tokens.
