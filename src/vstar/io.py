@@ -218,6 +218,10 @@ class SourceRows(Mapping):
                 "Rebuild the source dataset with `vstar build`."
             )
         self._class_names = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
+        # Column views made once: a lazy row reads only its labels, a clip only its video entry.
+        has_video = "video" in dataset.column_names
+        self._labels = dataset.select_columns([c for c in dataset.column_names if c != "video"])
+        self._videos = dataset.select_columns(["video"]) if has_video else None
 
     def _named(self, row: dict[str, Any]) -> dict[str, Any]:
         for column, vocabulary in self._class_names.items():
@@ -239,13 +243,15 @@ class SourceRows(Mapping):
 
     def video(self, clip_id: str) -> Any:
         """The `video` entry of one row (path and/or bytes), read now."""
-        return self.dataset[self._position[clip_id]]["video"]
+        if self._videos is None:
+            raise KeyError(f"The split has no `video` column (columns: {', '.join(self.dataset.column_names)}).")
+        return self._videos[self._position[clip_id]]["video"]
 
     def lazy_row(self, clip_id: str) -> dict[str, Any]:
         """A row whose `video` is a function reading the entry when the clip is decoded."""
         import functools
 
-        row = self[clip_id]
+        row = self._named(self._labels[self._position[clip_id]])
         row["video"] = functools.partial(self.video, clip_id)
         return row
 
@@ -253,8 +259,7 @@ class SourceRows(Mapping):
         """Every row in order, each with a lazily read `video` (see `lazy_row`)."""
         import functools
 
-        columns = [c for c in self.dataset.column_names if c != "video"]
-        rows = self.dataset.select_columns(columns).to_list()
+        rows = self._labels.to_list()
         for row in rows:
             self._named(row)
             row["video"] = functools.partial(self.video, row["id"])
