@@ -130,23 +130,23 @@ def run_evaluation(
     Returns:
         `{"metrics": ..., "predictions": [...], ...}`, also written to `output_dir/results.json`.
     """
-    from vstar.distributed import is_main_process
-    from vstar.evaluate.run import evaluate_model
-    from vstar.generate.base import GenerationSettings, get_backend
-    from vstar.io import SourceRows, load_split
-    from vstar.subsets import select_subset
-    from vstar.tasks.base import load_task
+    from vstar.evaluate.run import evaluate_split
+    from vstar.generate.base import GenerationSettings
 
     unknown = set(generation) - _init_fields(GenerationSettings)
     if unknown:
         raise _unknown_settings(unknown, _init_fields(GenerationSettings), "generation")
     settings = GenerationSettings(**{"seed": seed, **generation})
-    output_dir = Path(output_dir)
-    data = load_split(str(dataset), split, revision=revision)
-    task_object = load_task(task, task_options, features=data.features)
-    data = select_subset(
-        data, limit, seed=seed, task=task_object, record=output_dir if is_main_process() else None, split=split
+    return evaluate_split(
+        str(model),
+        str(dataset),
+        split,
+        task,
+        settings,
+        output_dir,
+        adapter=str(adapter) if adapter else None,
+        revision=revision,
+        task_options=task_options,
+        limit=limit,
+        subset_seed=seed,
     )
-    backend = get_backend(settings, str(model), str(adapter) if adapter else None)
-    description = {"model": str(model), "adapter": adapter and str(adapter), "dataset": str(dataset), "split": split}
-    return evaluate_model(backend, SourceRows(data).lazy_rows(), task_object, output_dir, settings, description)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vstar.configs import parse_configs
 from vstar.distributed import is_main_process
-from vstar.generate.base import GenerationSettings, get_backend
+from vstar.generate.base import GenerationSettings
 
 
 @dataclass
@@ -43,34 +43,30 @@ def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from vstar.evaluate.run import evaluate_model
-    from vstar.io import SourceRows, load_split
-    from vstar.subsets import select_subset
-    from vstar.tasks.base import load_task
+    from vstar.evaluate.run import evaluate_split
 
     config, settings = parse_configs((EvalConfig, GenerationSettings), argv)
     dataset_name, dataset_revision = _split_revision(config.dataset)
-    dataset = load_split(dataset_name, config.split, revision=dataset_revision)
-    task = load_task(config.task, config.task_options, features=dataset.features)
-    output = Path(config.output)
-    record = output.parent if is_main_process() else None
-    dataset = select_subset(
-        dataset, config.limit, seed=config.subset_seed, task=task, record=record, split=config.split
-    )
-    rows = SourceRows(dataset).lazy_rows()
     adapter, adapter_revision = _split_revision(config.adapter)
     if adapter_revision:
         from huggingface_hub import snapshot_download
 
         adapter = snapshot_download(adapter, revision=adapter_revision)
-    backend = get_backend(settings, config.model, adapter)
+    output = Path(config.output)
     work_dir = output.with_suffix(".generations")
-    results = evaluate_model(
-        backend,
-        rows,
-        task,
-        work_dir,
+    results = evaluate_split(
+        config.model,
+        dataset_name,
+        config.split,
+        config.task,
         settings,
+        work_dir,
+        adapter=adapter,
+        revision=dataset_revision,
+        task_options=config.task_options,
+        limit=config.limit,
+        subset_seed=config.subset_seed,
+        record_dir=output.parent,
         description={
             "model": config.model,
             "adapter": config.adapter,

@@ -105,3 +105,46 @@ def evaluate_model(
         (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     logger.info("accuracy %.4f on %d examples -> %s", results["metrics"]["accuracy"] or 0, len(rows), output_dir)
     return results
+
+
+def evaluate_split(
+    model: str,
+    dataset: str,
+    split: str,
+    task: str,
+    settings: GenerationSettings,
+    output_dir: str | Path,
+    *,
+    adapter: str | None = None,
+    revision: str | None = None,
+    task_options: Mapping[str, Any] | str | None = None,
+    limit: int | None = None,
+    subset_seed: int = 0,
+    record_dir: str | Path | None = None,
+    description: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model (and adapter) on a dataset split: what `vstar eval` and `vstar.run_evaluation` do.
+
+    Args:
+        model, adapter: the base model and an optional adapter (local directories or Hub ids).
+        dataset, split, revision: the source dataset split.
+        task, task_options: the task whose verifier judges the answers (its vocabulary from the split's features).
+        settings: generation settings.
+        output_dir: generation chunks and `results.json`.
+        limit, subset_seed: a seeded sample stratified by the label (see `vstar.subsets`).
+        record_dir: where the sample's ids are written (default `output_dir`).
+        description: what was evaluated, recorded in the results (default: the arguments).
+    """
+    from vstar.generate.base import get_backend
+    from vstar.io import SourceRows, load_split
+    from vstar.subsets import select_subset
+    from vstar.tasks.base import load_task
+
+    output_dir = Path(output_dir)
+    data = load_split(dataset, split, revision=revision)
+    task_object = load_task(task, task_options, features=data.features)
+    record = (record_dir or output_dir) if is_main_process() else None
+    data = select_subset(data, limit, seed=subset_seed, task=task_object, record=record, split=split)
+    backend = get_backend(settings, model, adapter)
+    description = description or {"model": model, "adapter": adapter, "dataset": dataset, "split": split}
+    return evaluate_model(backend, SourceRows(data).lazy_rows(), task_object, output_dir, settings, description)
