@@ -267,16 +267,10 @@ class SourceRows(Mapping):
 
 
 def rows_with_class_names(dataset) -> list[dict[str, Any]]:
-    """The rows of a `datasets.Dataset` as dicts, `ClassLabel` indices replaced by their class names.
+    """Every row of a `datasets.Dataset` as a dict (videos included), `ClassLabel` indices as class names.
 
-    Tasks verify text, so the loop, `vstar eval` and the stage commands all read labels by name.
+    Tasks verify text, so labels are read by name; the loop and the commands read rows one at a time through
+    `SourceRows` instead, which names them the same way.
     """
-    from datasets import ClassLabel
-
-    names = {k: f.names for k, f in dataset.features.items() if isinstance(f, ClassLabel)}
-    rows = dataset.to_list()
-    for row in rows:
-        for column, vocabulary in names.items():
-            if isinstance(row.get(column), int):
-                row[column] = vocabulary[row[column]]
-    return rows
+    names = SourceRows(dataset)
+    return [names._named(row) for row in dataset.to_list()]
