@@ -1,4 +1,5 @@
-"""The `vstar` command line: `vstar build|generate|verify|train|cycle|eval|push|demo`.
+"""The `vstar` command line: the loop's stages (`build|generate|verify|assemble|train|cycle|eval|push|demo`) and the
+second path's (`caption|qa|export|split|select|train-scorer|grpo|view`).
 
 Every command takes `--config recipe.yaml` plus `--field value` overrides of its typed settings; `vstar CMD
 --help` lists them, vstar's own first. One recipe serves every command: keys of the other commands are skipped.
@@ -42,6 +43,16 @@ commands:
   eval           evaluate a model on a held-out split
   push RUN_DIR   publish a local run's cycles to the Hub (tags cycle-<k>)
   demo           the whole loop on synthetic clips and a tiny offline model
+
+second path (curation, synthesis, noise-robust training, RL):
+  split          cut long videos into single-scene clips (PySceneDetect or TransNetV2, then stitching)
+  caption        three-level recursive captions of every clip from one or more teachers
+  select         score candidate captions with a video-text model and keep the best per clip
+  qa             question-answer pairs of 16 types from captions (open-ended and multiple choice)
+  export         write an instruction dataset as LLaVA-Video conversation JSON
+  train-scorer   fine-tune a video-text scorer (InfoNCE or MAMA's angular margin)
+  grpo           reinforcement learning with the task's verifier as the reward (TRL GRPO on video)
+  view           browse a run's answers beside their clips in the browser (Gradio)
 
 `vstar <command> --help` lists a command's settings; `vstar --version` prints the version.
 --debug (or VSTAR_DEBUG=1) shows the traceback of an error.
@@ -241,6 +252,18 @@ def cmd_demo(argv: list[str]) -> None:
     main(_hub_flags(argv))
 
 
+def _module_command(module: str) -> Callable[[list[str]], None]:
+    """A command whose `main(argv)` lives in `module`, imported only when the command runs."""
+
+    def run(argv: list[str]) -> None:
+        import importlib
+
+        importlib.import_module(module).main(argv)
+
+    run.__name__ = f"cmd_{module.rsplit('.', 1)[-1]}"
+    return run
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "build": cmd_build,
     "generate": cmd_generate,
@@ -250,6 +273,14 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "eval": cmd_eval,
     "demo": cmd_demo,
     "push": cmd_push,
+    "split": _module_command("vstar.curate.split"),
+    "caption": _module_command("vstar.synthesize.captions"),
+    "select": _module_command("vstar.curate.select"),
+    "qa": _module_command("vstar.synthesize.qa"),
+    "export": _module_command("vstar.export"),
+    "train-scorer": _module_command("vstar.train.scorer"),
+    "grpo": _module_command("vstar.train.grpo"),
+    "view": _module_command("vstar.view.app"),
 }
 
 

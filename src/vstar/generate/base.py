@@ -79,7 +79,10 @@ class GenerationRequest:
 class GenerationSettings:
     """How answers are generated (shared by every backend)."""
 
-    backend: str = field(default="transformers", metadata={"help": "Generation backend: transformers or vllm."})
+    backend: str = field(
+        default="transformers",
+        metadata={"help": "Generation backend: transformers, vllm, or endpoint (an OpenAI-compatible server)."},
+    )
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding, else sampling temperature."})
@@ -106,6 +109,19 @@ class GenerationSettings:
         },
     )
     max_lora_rank: int = field(default=64, metadata={"help": "vllm: largest LoRA rank the engine accepts."})
+    endpoint_url: str | None = field(
+        default=None,
+        metadata={"help": "endpoint: base URL of an OpenAI-compatible server (e.g. http://localhost:8000/v1)."},
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "endpoint: environment variable holding the API key (the key is never written or logged)."},
+    )
+    max_concurrency: int = field(default=8, metadata={"help": "endpoint: requests in flight at once."})
+    request_timeout: float = field(default=120.0, metadata={"help": "endpoint: seconds before a request is retried."})
+    max_retries: int = field(
+        default=5, metadata={"help": "endpoint: retries of a failed request (5xx, 429, timeouts), with backoff."}
+    )
 
 
 def sample_clip(request: GenerationRequest, settings: GenerationSettings) -> SampledClip:
