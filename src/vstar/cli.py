@@ -38,6 +38,7 @@ commands:
   build SOURCE   build a source dataset (sources: {sources})
   generate       answer a task's questions about a dataset's clips (resumable, sharded by rank)
   verify         judge generated answers against the labels
+  assemble       verified answers -> a cycle's instruction dataset (as `vstar cycle` writes it)
   train          LoRA/full SFT of a video LLM on an instruction dataset
   cycle          run or resume the Video-STaR loop
   eval           evaluate a model on a held-out split
@@ -184,6 +185,12 @@ def cmd_verify(argv: list[str]) -> None:
     verify_main(argv)
 
 
+def cmd_assemble(argv: list[str]) -> None:
+    from vstar.stages import assemble_main
+
+    assemble_main(argv)
+
+
 def check_training_inputs(config, *, needs_dataset: bool) -> None:
     """The model (and, for `vstar train`, the dataset) of a training config exist, before anything loads."""
     from vstar.configs import check_reference
@@ -268,6 +275,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "build": cmd_build,
     "generate": cmd_generate,
     "verify": cmd_verify,
+    "assemble": cmd_assemble,
     "train": cmd_train,
     "cycle": cmd_cycle,
     "eval": cmd_eval,

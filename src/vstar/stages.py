@@ -1,8 +1,11 @@
-"""Single stages of the loop as commands: `vstar generate` and `vstar verify`.
+"""Single stages of the loop as commands: `vstar generate`, `vstar verify` and `vstar assemble`.
 
 `vstar cycle` runs them for you; on their own they let you look at one model's answers and verdicts, or run
 generation on a cluster and verification elsewhere. Under `torchrun` / `accelerate launch` every process answers
 its share of the clips and the main process merges them into `<output_dir>/<attempt>.parquet`.
+
+With the run's seed, subset and `--cycle K`, the stages ask the questions cycle K of `vstar cycle` asks and
+assemble the same instruction dataset, so a cycle can be run stage by stage (on different machines):
 
 ```bash
 vstar generate --model runs/demo/warm-start --dataset runs/demo/source --split train --task shapes \
@@ -10,6 +13,13 @@ vstar generate --model runs/demo/warm-start --dataset runs/demo/source --split t
 torchrun --nproc_per_node 8 -m vstar.cli generate ...   # same arguments, one share per GPU
 vstar verify --generations runs/gen --dataset runs/demo/source --split train --task shapes --output verified.parquet
 vstar verify --answers answers.jsonl --dataset runs/demo/source --split train --task shapes  # answers made elsewhere
+
+# cycle 1 of a run, stage by stage (common: --dataset ... --split train --task shapes --offset 100 --limit 900)
+vstar generate --model M --cycle 1 --output_dir runs/c1 $COMMON
+vstar verify --generations runs/c1 --output runs/c1/direct-verified.parquet $COMMON
+vstar generate --model M --cycle 1 --attempt rationalized --retry_failed runs/c1/direct-verified.parquet \
+    --output_dir runs/c1 $COMMON
+vstar assemble --generations runs/c1 --cycle 1 --output runs/c1/dataset $COMMON
 ```
 """
 
@@ -53,19 +63,27 @@ class StageData:
     limit: int | None = field(
         default=None, metadata={"help": "Use at most this many rows: a seeded sample stratified by the label."}
     )
-    subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample."})
+    subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample (a cycle's: the run's `seed`)."})
+    offset: int = field(
+        default=0, metadata={"help": "Skip this many rows of the split first (a cycle's `source_offset`)."}
+    )
     task: str = field(default="action_recognition", metadata={"help": "Task name."})
     task_options: dict | str | None = field(default=None, metadata={"help": "Task options (mapping or JSON)."})
 
-    def load(self, record: str | Path | None = None) -> tuple[list[dict[str, Any]], Task]:
-        """The rows (with `limit`, a seeded sample stratified by the label, its ids written to `record`) and the task.
-
-        Each row's `video` is read when its clip is decoded.
-        """
+    def select(self, record: str | Path | None = None) -> tuple[SourceRows, Task]:
+        """The rows by id (with `limit`, a seeded sample stratified by the label, its ids written to `record`) and
+        the task. A row's `video` is read when it is looked up."""
         dataset = load_split(self.dataset, self.split, revision=self.dataset_revision)
         task = load_task(self.task, self.task_options, features=dataset.features)
-        dataset = select_subset(dataset, self.limit, seed=self.subset_seed, task=task, record=record, split=self.split)
-        return SourceRows(dataset).lazy_rows(), task
+        dataset = select_subset(
+            dataset, self.limit, seed=self.subset_seed, task=task, offset=self.offset, record=record, split=self.split
+        )
+        return SourceRows(dataset), task
+
+    def load(self, record: str | Path | None = None) -> tuple[list[dict[str, Any]], Task]:
+        """The rows as `select` chooses them, each row's `video` read when its clip is decoded."""
+        sources, task = self.select(record)
+        return sources.lazy_rows(), task
 
 
 @dataclass
@@ -76,6 +94,24 @@ class GenerateConfig(StageData):
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter to merge."})
     output_dir: str = field(default="generations", metadata={"help": "Where answer chunks are written."})
     attempt: str = field(default="direct", metadata={"help": "`direct`, or `rationalized` (label as a hint)."})
+    cycle: int | None = field(
+        default=None,
+        metadata={
+            "help": "Ask the questions `vstar cycle` asks in cycle K (drawn from seed * 1000 + K, `seed` the run's); "
+            "default: drawn from `seed`."
+        },
+    )
+    retry_failed: str | None = field(
+        default=None,
+        metadata={
+            "help": "With `--attempt rationalized`: ask only the clips whose answers failed in this `vstar verify` "
+            "output (the loop's hinted retries); default: every clip."
+        },
+    )
+
+    def question_seed(self, seed: int) -> int:
+        """The seed the questions are drawn from: the loop's for `cycle`, else the sampling seed."""
+        return seed if self.cycle is None else seed * 1000 + self.cycle
 
 
 @dataclass
@@ -143,18 +179,94 @@ def read_answers(path: str | Path, attempt: str = "direct") -> tuple[list[dict[s
     return rows, skipped
 
 
+@dataclass
+class AssembleConfig(StageData):
+    """`vstar assemble`: verify a cycle's answers and write its instruction dataset, as `vstar cycle` does."""
+
+    generations: str = field(
+        default="generations",
+        metadata={"help": "Output directory of `vstar generate`: its `direct` and (if any) `rationalized` answers."},
+    )
+    cycle: int = field(default=1, metadata={"help": "The cycle number stored in every row."})
+    output: str = field(default="dataset", metadata={"help": "Instruction dataset directory (Hub layout)."})
+    generator: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model that answered, stored in every row (default: the one recorded with each answer)."
+        },
+    )
+
+
+def failed_ids(verified: str | Path) -> list[str]:
+    """The ids whose answers failed in a `vstar verify` output (what the loop retries with the label as a hint)."""
+    path = Path(verified)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: give the Parquet file `vstar verify --output` wrote.")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["id", "verification"])
+    return sorted(
+        clip
+        for clip, verdict in zip(table.column("id").to_pylist(), table.column("verification").to_pylist())
+        if not verdict["passed"]
+    )
+
+
 def generate_main(argv: list[str] | None = None) -> int:
     config, settings = parse_configs((GenerateConfig, GenerationSettings), argv)
     if config.attempt not in ("direct", "rationalized"):
         raise ValueError(f"attempt must be `direct` or `rationalized`, not {config.attempt!r}.")
+    if config.retry_failed and config.attempt != "rationalized":
+        raise InputError("--retry_failed selects the clips of a hinted retry: use it with --attempt rationalized.")
     rows, task = config.load(record=config.output_dir if is_main_process() else None)
-    requests = build_requests(task, rows, config.attempt, seed=settings.seed)
+    if config.retry_failed:
+        wanted = set(failed_ids(config.retry_failed))
+        rows = [row for row in rows if row["id"] in wanted]
+        logger.info("%d clips whose answers failed in %s", len(rows), config.retry_failed)
+    requests = build_requests(task, rows, config.attempt, seed=config.question_seed(settings.seed))
     backend = get_backend(settings, config.model, config.adapter)
     answered = run_generation(requests, backend, Path(config.output_dir), config.attempt, settings)
     if is_main_process():
         merged = merge_generations(config.output_dir, config.attempt)
         logger.info("%d answers in %s", len(requests), merged)
     return answered
+
+
+def assemble_main(argv: list[str] | None = None) -> dict[str, Any]:
+    """`vstar assemble`: the verified answers of `vstar generate` as a cycle's instruction dataset, with its card."""
+    from vstar.assemble import assemble_cycle, verify_generations
+    from vstar.cards import write_instruction_card
+    from vstar.configs import CycleConfig
+
+    (config,) = parse_configs((AssembleConfig,), argv)
+    sources, task = config.select()
+    passes = {}
+    for attempt in ("direct", "rationalized"):
+        answered = read_generations(config.generations, attempt)
+        unknown = sum(g["id"] not in sources for g in answered)
+        if unknown:
+            logger.warning("%d %s answers have ids not in the rows used; they are left out", unknown, attempt)
+        passes[attempt] = verify_generations([g for g in answered if g["id"] in sources], sources, task)
+    if not passes["direct"]:
+        raise InputError(
+            f"{config.generations} has no direct answers for the rows of split {config.split!r}: run "
+            "`vstar generate` first, or check --generations, --dataset and --split."
+        )
+    # As in the loop: a hinted retry counts only for a clip whose direct answer failed.
+    failed = {r["id"] for r in passes["direct"] if not r["verification"]["passed"]}
+    rationalized = [r for r in passes["rationalized"] if r["id"] in failed]
+    stats = assemble_cycle(
+        sources, passes["direct"], rationalized, task, config.cycle, config.output, generator=config.generator
+    )
+    card_config = CycleConfig(
+        source_dataset=config.dataset,
+        source_revision=config.dataset_revision,
+        task=config.task,
+        task_options=config.task_options,
+    )
+    write_instruction_card(config.output, stats=stats, config=card_config, history=[])
+    print(json.dumps(stats, indent=2, default=str))
+    return stats
 
 
 def verify_main(argv: list[str] | None = None) -> dict[str, Any]:
