@@ -148,10 +148,8 @@ def check_training_step(model, processor, clip_path: Path, settings: dict, devic
     config = VStarSFTConfig(output_dir=tempfile.mkdtemp(), lora_r=16, lora_alpha=32, lora_dropout=0.0)
     peft_model = get_peft_model(model, lora_config(config))
     peft_model.train()
-    # Activation checkpointing, as the 7B recipes train (transformers 5 renamed gradient_checkpointing_enable).
-    base = peft_model.get_base_model()
-    enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # Activation checkpointing, as the 7B recipes train.
+    peft_model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
     peft_model.enable_input_require_grads()
     processor.tokenizer.padding_side = "right"
     collator = VideoSFTCollator(processor, num_frames=settings["num_frames"])
