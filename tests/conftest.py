@@ -133,3 +133,15 @@ def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
     """Tiny randomly initialised checkpoints with processors, keyed by architecture (`qwen2_5_vl`, `qwen2_vl`,
     `qwen3_vl`, `llava_onevision`); a session builds only the ones its tests use."""
     return TinyModelDirs(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def view_run(warm_models, shapes_dir, tmp_path_factory) -> Path:
+    """A real small run directory: two cycles of the loop on the tiny model (the viewer's tests show it)."""
+    from vstar.cycle import CycleRunner
+
+    run_dir = tmp_path_factory.mktemp("view-run")
+    config = small_cycle_config(run_dir, shapes_dir, source_limit=16, num_cycles=2)
+    train = training_config(model_name_or_path=str(warm_models["qwen2_5_vl"]), output_dir=str(run_dir / "train"))
+    CycleRunner(config, train).run()
+    return run_dir
