@@ -5,3 +5,7 @@ vstar caption --dataset data/clips --split train --teacher Qwen/Qwen2.5-VL-7B-In
 vstar qa --captions data/captions --model Qwen/Qwen2.5-7B-Instruct --output data/qa
 ```
 """
+
+from vstar.synthesize.qa import QAConfig, generate_qa  # noqa: E402
+
+__all__ = ["QAConfig", "generate_qa"]

@@ -1,0 +1,350 @@
+"""`vstar qa`: parsing raw teacher outputs (garbage included), the filters and their counts, balanced option letters,
+an instruction dataset that `vstar train` trains on and whose choice rows the multiple-choice task verifies and
+evaluates, and clear errors for bad input.
+
+Run: `python -m pytest tests/synthesize/test_qa.py -q`
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Features, Value, Video, load_dataset
+
+from vstar.generate.base import GenerationBackend, GenerationSettings
+from vstar.synthesize import QAConfig, generate_qa
+from vstar.synthesize.qa_parse import (
+    ANSWER_NOT_AN_OPTION,
+    BAD_OPTIONS,
+    DUPLICATE_OPTIONS,
+    EMPTY_ANSWER,
+    EMPTY_OUTPUT,
+    MALFORMED,
+    REPEATED_TYPE,
+    UNKNOWN_TYPE,
+    UNSPECIFIED,
+    load_question_types,
+    near_duplicates,
+    parse_output,
+)
+from vstar.video import write_video
+
+TYPES = load_question_types()
+SPAN = {"start": Value("float64"), "end": Value("float64"), "text": Value("string")}
+# The columns of `vstar caption`'s output (written here until its features are importable).
+CAPTION_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "video": Video(decode=False),
+        "start": Value("float64"),
+        "end": Value("float64"),
+        "teacher": Value("string"),
+        "clip_descriptions": [SPAN],
+        "summaries": [SPAN],
+        "description": Value("string"),
+        "source": Value("string"),
+        "label": Value("string"),
+    }
+)
+
+
+def test_sixteen_types_with_examples():
+    assert [t.name for t in TYPES] == [
+        "temporal",
+        "spatial",
+        "causal",
+        "description-scene",
+        "description-human",
+        "description-object",
+        "count",
+        "binary",
+        "fine-grained action",
+        "plot",
+        "non-existent actions with existent scene",
+        "time order",
+        "object direction",
+        "camera direction",
+        "speed",
+        "attribute change",
+    ]
+    for t in TYPES:
+        example = t.example
+        assert example["answer"] in example["options"] and len(set(example["options"])) == 4
+
+
+OPEN_CASES = [
+    # (raw output, types kept, reasons of the problems)
+    ('[{"Dimension": "count", "Question": "How many cats?", "Answer": "Two cats."}]', ["count"], []),
+    (
+        'Sure! Here are the pairs:\n```json\n[{"dimension": "Description-Scene", "question": "Where is it?", '
+        '"answer": "In a kitchen."}, {"Dimension": "fine grained action", "Question": "How does she stir?", '
+        '"Answer": "Slowly, with a wooden spoon."}]\n```\nHope this helps.',
+        ["description-scene", "fine-grained action"],
+        [],
+    ),
+    ('{"Dimension": "plot", "Question": "What is it about?", "Answer": "A race."}', ["plot"], []),
+    ('{"qa": [{"Dimension": "speed", "Question": "How fast?", "Answer": "Very fast."}]}', ["speed"], []),
+    (
+        '[{"Dimension": "count", "Question": "How many?", "Answer": "Three."},'
+        ' {"Dimension": "Count", "Question": "How many dogs?", "Answer": "One."},'
+        ' {"Dimension": "weather", "Question": "Is it sunny?", "Answer": "Yes."},'
+        ' {"Dimension": "temporal", "Question": "When?", "Answer": "The description does not specify when."},'
+        ' {"Dimension": "spatial", "Question": "", "Answer": "Left."},'
+        ' "not an object", {"Dimension": "causal", "Answer": "no question"}]',
+        ["count"],
+        [REPEATED_TYPE, UNKNOWN_TYPE, UNSPECIFIED, EMPTY_ANSWER, MALFORMED, MALFORMED],
+    ),
+    ("I cannot help with that.", [], [MALFORMED]),
+    ('[{"Dimension": "count", "Question": "How many?", "Answer": "Thr', [], [MALFORMED]),
+    ("", [], [EMPTY_OUTPUT]),
+    ("   \n", [], [EMPTY_OUTPUT]),
+    ("\x00\x01 garbage ]]]} {{{", [], [MALFORMED]),
+]
+
+
+@pytest.mark.parametrize(("raw", "kept", "reasons"), OPEN_CASES)
+def test_parse_open_outputs_written_by_hand(raw, kept, reasons):
+    items, problems = parse_output(raw, "open", TYPES)
+    assert [i.question_type for i in items] == kept
+    assert [p.reason for p in problems] == reasons
+    assert all(p.detail for p in problems)
+
+
+def _choice(options, answer, dimension="count", question="How many cats are there?"):
+    return json.dumps([{"Dimension": dimension, "Question": question, "Options": options, "Answer": answer}])
+
+
+CHOICE_CASES = [
+    (_choice(["Two", "One", "Three", "Five"], "Two"), None),
+    # Labelled options (and a labelled answer) read as their text.
+    (_choice(["A. Two", "B. One", "C. Three", "D. Five"], "A. Two"), None),
+    (_choice(["Two", "One", "Three", "Five"], "two cats"), ANSWER_NOT_AN_OPTION),
+    (_choice(["Two", "One", "Three", "Five"], "B"), ANSWER_NOT_AN_OPTION),
+    (_choice(["Two", "One", "Three"], "Two"), BAD_OPTIONS),
+    (_choice(["Two", "One", "Three", ""], "Two"), BAD_OPTIONS),
+    (_choice("Two, One, Three, Five", "Two"), BAD_OPTIONS),
+    (_choice(["Two", "One", "two!", "Five"], "Two"), DUPLICATE_OPTIONS),
+    (_choice(["Not shown", "One", "Three", "Five"], "The video does not show it."), UNSPECIFIED),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), CHOICE_CASES)
+def test_parse_choice_outputs_written_by_hand(raw, reason):
+    items, problems = parse_output(raw, "multiple_choice", TYPES)
+    if reason is None:
+        assert len(items) == 1 and not problems
+        assert items[0].options == ["Two", "One", "Three", "Five"] and items[0].answer == "Two"
+    else:
+        assert not items and [p.reason for p in problems] == [reason]
+
+
+def test_near_duplicates_keep_the_first_question():
+    questions = ["What colour is the car?", "What color is the car?", "What colour is the bike?", "what colour is car"]
+    assert near_duplicates(questions, 95) == {1: 0}
+    assert near_duplicates(questions, 90) == {1: 0, 3: 0}  # "the bike" is another question (ratio 84)
+
+
+# --- the whole command on a caption dataset, with hand-written teacher outputs ---------------------------------
+
+
+def _item(t, **extra):
+    return {"Dimension": t.name, "Question": t.example["question"], "Answer": t.example["answer"], **extra}
+
+
+def scripted_output(prompt: str) -> str:
+    """A teacher's raw output for a prompt, chosen by the video the description is about (written by hand)."""
+    choice = "Options" in prompt.split("Description of the video:")[0] or '"Options"' in prompt
+    if "EMPTY" in prompt:
+        return ""
+    if "GARBAGE" in prompt:
+        return "Here you go: {Dimension: count, Question: how many} ]"
+    if "FENCED" in prompt:
+        items = [_item(t, Options=t.example["options"]) if choice else _item(t) for t in TYPES[:8]]
+        # Two questions of other types that nearly repeat earlier ones, one unspecified answer.
+        repeat = dict(items[0], Dimension=TYPES[8].name, Question=items[0]["Question"].replace("right", "just"))
+        vague = dict(items[1], Dimension=TYPES[9].name, Answer="The description does not mention it.")
+        if choice:
+            vague["Options"] = [vague["Answer"], "a", "b", "c"]
+        text = json.dumps([*items, repeat, vague], ensure_ascii=False)
+        return f"```json\n{text}\n```"
+    items = [_item(t, Options=t.example["options"]) if choice else _item(t) for t in TYPES]
+    if choice:
+        items[3]["Answer"] = "something else"  # not one of its options
+        items[4]["Options"] = items[4]["Options"][:3]
+    return json.dumps(items, ensure_ascii=False)
+
+
+class ScriptedTeacher(GenerationBackend):
+    """Answers with the hand-written outputs above (the outputs of a real model are parsed in the slow test)."""
+
+    generator = "scripted-teacher"
+    model_name = "scripted-teacher"
+
+    def __init__(self):
+        self.prompts: list[str] = []
+
+    def generate_prepared(self, prepared):
+        self.prompts += [r.prompt for r in prepared]
+        assert all(r.video is None for r in prepared)  # text only: the description is the input
+        return [scripted_output(r.prompt) for r in prepared]
+
+
+def write_captions(root: Path, descriptions: dict[str, str], teachers=("teacher-a@abc",)) -> Path:
+    from vstar.io import split_file, write_parquet
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for clip, description in descriptions.items():
+        video = write_video(root / "videos" / f"{clip}.mp4", rng.integers(0, 255, (8, 32, 32, 3), np.uint8), fps=4)
+        for teacher in teachers:
+            rows.append(
+                {
+                    "id": clip,
+                    "video": {"path": str(video), "bytes": None},
+                    "start": 0.0,
+                    "end": 2.0,
+                    "teacher": teacher,
+                    "clip_descriptions": [{"start": 0.0, "end": 2.0, "text": description}],
+                    "summaries": [],
+                    "description": description,
+                    "source": "shapes",
+                    "label": "red square",
+                }
+            )
+    write_parquet(root / "captions" / split_file("train"), rows, CAPTION_FEATURES)
+    return root / "captions"
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa")
+    captions = write_captions(
+        root,
+        {
+            "clip-full": "A red square moves left over a dark background, then turns blue.",
+            "clip-fenced": "FENCED A small circle bounces; naïve ünïcode “quotes”.",
+            "clip-garbage": "GARBAGE a clip the teacher cannot handle.",
+            "clip-empty": "EMPTY a clip the teacher answers nothing for.",
+            "clip-none": "",
+        },
+        teachers=("teacher-a@abc", "teacher-b@def"),
+    )
+    teacher = ScriptedTeacher()
+    config = QAConfig(captions=str(captions), model="scripted-teacher", output=str(root / "qa"), shuffle_seed=3)
+    report = generate_qa(config, GenerationSettings(batch_size=4, chunk_size=4, max_new_tokens=2048), teacher)
+    return root, config, report, teacher
+
+
+def test_dataset_report_and_rejected_reasons(qa_run):
+    root, config, report, teacher = qa_run
+    output = Path(config.output)
+    accepted = load_dataset(str(output), split="train")
+    rejected = load_dataset(str(output), "rejected", split="train")
+    saved = json.loads((output / "qa_report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    # Two teachers' descriptions of 5 clips, 2 formats each; the empty description is never asked.
+    assert len(teacher.prompts) == 2 * 4 * 2 and report["requests"] == 16
+    reasons = report["rejected_by_reason"]
+    assert reasons["empty_description"] == 2 * 2  # both teachers, both formats
+    assert reasons["malformed"] == 2 * 2 and reasons["empty_output"] == 2 * 2
+    assert reasons["unspecified"] == 2 * 2
+    # One video's questions are asked once: teacher-b described the clips as teacher-a did, so each of its items
+    # nearly repeats one of teacher-a's (16 + 14 + 9 + 9), and the repeats within teacher-a's own output (2).
+    assert reasons["near_duplicate"] == 16 + 14 + 9 + 9 + 2
+    assert reasons["answer_not_an_option"] == 2 and reasons["bad_options"] == 2
+    assert sum(reasons.values()) == report["rejected"] == len(rejected)
+    assert Counter(rejected["verification"][i]["reason"] for i in range(len(rejected))) == +Counter(reasons)
+    # clip-full: 16 open + 14 choice; clip-fenced: 8 + 8 (all of teacher-a).
+    assert report["accepted_by_format"] == {"open": 16 + 8, "multiple_choice": 14 + 8}
+    assert len(accepted) == report["accepted"] == 46
+    assert len(set(accepted["id"])) == len(accepted)
+    # At most one item per type, per description and format.
+    per = Counter(zip(accepted["clip_id"], accepted["teacher"], accepted["format"], accepted["question_type"]))
+    assert max(per.values()) == 1
+    # The malformed output is kept whole in its rejected row.
+    garbage = [r for r in rejected if r["verification"]["reason"] == "malformed"]
+    assert garbage[0]["answer"].startswith("Here you go")
+    assert set(accepted["teacher"]) == {"teacher-a@abc"}
+    assert {r["teacher"] for r in rejected if r["verification"]["reason"] == "near_duplicate"} == {
+        "teacher-a@abc",
+        "teacher-b@def",
+    }
+    assert set(accepted["generator"]) == {"scripted-teacher"}
+    assert "ü" in "".join(accepted["answer"]) or "ü" in "".join(teacher.prompts)
+
+
+def test_choice_letters_are_balanced_and_options_distinct(qa_run):
+    _, config, report, _ = qa_run
+    rows = [r for r in load_dataset(config.output, split="train") if r["format"] == "multiple_choice"]
+    letters = Counter(r["answer"].rstrip(".") for r in rows)
+    assert set(letters) == set("ABCD") and max(letters.values()) - min(letters.values()) <= 1
+    assert report["correct_letters"] == dict(letters)
+    for row in rows:
+        assert len(row["options"]) == 4 and len({o.lower() for o in row["options"]}) == 4
+        user = row["messages"][0]["content"][1]["text"]
+        assert user.startswith(row["question"] + "\nA. ")
+        assert user.endswith("Please respond with only the letter of the correct answer.")
+        assert row["messages"][1]["content"][0]["text"] == row["answer"]
+    # The option order does not follow the teacher's (the teacher always put the answer first).
+    assert Counter(r["options"].index(json.loads(r["label"])["options"]["A"]) for r in rows)[0] == len(rows)
+
+
+def test_rerun_asks_nothing_again_and_gives_the_same_rows(qa_run):
+    root, config, report, _ = qa_run
+    before = load_dataset(config.output, split="train").to_list()
+    teacher = ScriptedTeacher()
+    again = generate_qa(config, GenerationSettings(batch_size=4, chunk_size=4, max_new_tokens=2048), teacher)
+    assert teacher.prompts == []  # every answer was on disk
+    assert again == report
+    assert load_dataset(config.output, split="train").to_list() == before
+
+
+def test_choice_rows_are_rows_of_the_multiple_choice_task(qa_run):
+    from vstar.tasks import get_task
+
+    _, config, _, _ = qa_run
+    task = get_task("multiple_choice")
+    rows = [r for r in load_dataset(config.output, split="train") if r["format"] == "multiple_choice"]
+    for row in rows:
+        label = task.label(row)
+        assert label["options"] == dict(zip("ABCD", row["options"]))
+        assert task.verify(row["answer"], label).passed
+        wrong = next(k for k in "ABCD" if k != label["answer"])
+        assert not task.verify(f"{wrong}.", label).passed
+    assert {json.loads(r["label"])["answer"] for r in rows} == set("ABCD")
+
+
+def test_missing_description_column_is_one_line(tmp_path, capsys):
+    from vstar.cli import main
+    from vstar.io import split_file, write_parquet
+
+    features = Features({"id": Value("string"), "video": Video(decode=False), "caption": Value("string")})
+    row = {"id": "a", "video": {"path": "a.mp4", "bytes": None}, "caption": "A dog runs."}
+    write_parquet(tmp_path / "caps" / split_file("train"), [row], features)
+    with pytest.raises(SystemExit) as stop:
+        main(["qa", "--captions", str(tmp_path / "caps"), "--model", "m", "--output", str(tmp_path / "qa")])
+    assert stop.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vstar")]
+    assert len(lines) == 1
+    assert "no column 'description'" in lines[0] and "--description_column" in lines[0]
+    # Naming the column is the fix: the command then gets as far as the model.
+    with pytest.raises(SystemExit) as stop:
+        main(
+            [
+                "qa",
+                "--captions",
+                str(tmp_path / "caps"),
+                "--description_column",
+                "caption",
+                "--model",
+                str(tmp_path / "no-such-model"),
+                "--output",
+                str(tmp_path / "qa"),
+            ]
+        )
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vstar")]
+    assert len(lines) == 1 and "model folder" in lines[0] and "no-such-model" in lines[0]
