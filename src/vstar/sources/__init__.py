@@ -5,7 +5,7 @@ vstar build kinetics --annotations train.csv --videos clips/ --output data/k700
 ```
 """
 
-from vstar.sources import finediving, folder, kinetics, shapes, table  # noqa: F401  (register the builders)
+from vstar.sources import finediving, folder, kinetics, llava, shapes, table  # noqa: F401  (register the builders)
 from vstar.sources.base import SOURCES, write_source_dataset
 
 
