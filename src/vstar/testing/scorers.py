@@ -13,7 +13,6 @@ python -m vstar.testing.scorers /tmp/tiny-clip --architecture clip
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,39 +32,50 @@ DEFAULT_CORPUS = (
 )
 
 
-def build_clip_tokenizer(corpus: Iterable[str], vocab_size: int = 600):
-    """A `CLIPTokenizer` (byte-level BPE, `</w>` word ends, lower case) whose merges are trained on `corpus`.
+def _byte_symbols() -> dict[int, str]:
+    """GPT-2's byte-to-symbol table, which CLIP's byte-level BPE uses: printable bytes stand for themselves."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    symbols = dict(zip(kept, map(chr, kept), strict=True))
+    for extra, byte in enumerate(b for b in range(256) if b not in symbols):
+        symbols[byte] = chr(256 + extra)
+    return symbols
 
-    Byte-level means any text still encodes; the merges only make the corpus's own words single tokens.
+
+def build_clip_tokenizer(corpus: Iterable[str]):
+    """A `CLIPTokenizer` (byte-level BPE, `</w>` word ends, lower case) whose merges spell the corpus's words.
+
+    Every byte is a symbol, so any text encodes; each corpus word gets the merges that join its symbols left to
+    right (most frequent words first), so the same corpus always gives the same vocabulary and ids (a trained BPE
+    breaks ties differently from run to run, and a tiny model's results with it).
 
     Args:
-        corpus: texts the merges are trained on.
-        vocab_size: vocabulary size including the byte symbols and the special tokens.
+        corpus: texts whose words the merges spell.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    import re
+    from collections import Counter
+
     from transformers import CLIPTokenizer
 
-    specials = ["<|startoftext|>", "<|endoftext|>"]
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=alphabet,
-        special_tokens=specials,
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator(list(corpus), trainer=trainer)
-    state = json.loads(bpe.to_str())["model"]
-    vocab = dict(state["vocab"])
-    # A single byte at a word's end is `x</w>`: make every such symbol known so no text falls back to unknown.
-    for symbol in alphabet:
+    table = _byte_symbols()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for symbol in sorted(table.values()):
+        vocab.setdefault(symbol, len(vocab))
         vocab.setdefault(symbol + "</w>", len(vocab))
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    # CLIP's pre-tokenizer: runs of letters, single digits, runs of other non-space characters.
+    words = Counter(w for text in corpus for w in re.findall(r"[^\W\d_]+|\d|[^\w\s]+", text.lower()))
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        symbols = [table[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        joined = symbols[0]
+        for symbol in symbols[1:]:
+            pair = (joined, symbol)
+            joined += symbol
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+                vocab.setdefault(joined, len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=merges)
 
 

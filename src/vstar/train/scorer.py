@@ -95,7 +95,10 @@ class ScorerTrainConfig:
     meta_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the weight net."})
     meta_hidden_size: int = field(default=64, metadata={"help": "Hidden width of the weight net (MAMA: 64)."})
     eval_split: str | None = field(
-        default=None, metadata={"help": "Split of `pairs` to measure recall@1 on after training (e.g. `test`)."}
+        default=None, metadata={"help": "Split to measure recall@1 on after training (e.g. `test`)."}
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Dataset holding `eval_split` (default: `pairs`)."}
     )
     log_every: int = field(default=10, metadata={"help": "Steps between log lines."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for CPU runs."})
@@ -295,6 +298,8 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
     check_reference(config.model, "model", "scorer model")
     if config.meta_dataset:
         check_reference(config.meta_dataset, "meta_dataset", "clean pairs dataset")
+    if config.eval_dataset:
+        check_reference(config.eval_dataset, "eval_dataset", "held-out pairs dataset")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     # The look-ahead differentiates twice, which PyTorch's fused CPU attention kernels do not support.
@@ -305,6 +310,12 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
         raise InputError(
             f"{config.pairs} split {config.split!r} has {len(pairs)} pair: contrastive training needs 2+."
         )
+    held_out = None
+    if config.eval_split:
+        # Decoded before training, so a missing split stops the run before any step, not after all of them.
+        eval_dataset = config.eval_dataset or config.pairs
+        revision = None if config.eval_dataset else config.pairs_revision
+        held_out = load_pairs(scorer, eval_dataset, config.eval_split, config.text_column, revision)
     meta = None
     if config.sample_weighting == "meta":
         meta = load_pairs(scorer, config.meta_dataset, config.meta_split, config.text_column)
@@ -399,8 +410,7 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
         "scale": last.get("scale"),
         "train_seconds": round(seconds, 2),
     }
-    if config.eval_split:
-        held_out = load_pairs(scorer, config.pairs, config.eval_split, config.text_column, config.pairs_revision)
+    if held_out is not None:
         metrics["recall_at_1"] = recall_at_1(scorer, held_out)
         metrics["eval_pairs"] = len(held_out)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
