@@ -13,6 +13,7 @@ from vstar.cli import main as cli_main
 from vstar.errors import ConfigError, InputError
 from vstar.scoring import VideoTextScorer
 from vstar.testing.scorers import build_colour_pairs, build_tiny_scorer, colour_caption
+from vstar.train.contrastive import LogitScale, contrastive_loss
 from vstar.train.scorer import (
     MetaWeightNet,
     ScorerTrainConfig,
@@ -22,7 +23,6 @@ from vstar.train.scorer import (
     recall_at_1,
     train_scorer,
 )
-from vstar.train.contrastive import LogitScale, contrastive_loss
 
 COLOURS = ("red", "blue", "green", "yellow")
 
@@ -47,7 +47,8 @@ def seed_pairs(tmp_path_factory) -> Path:
 
 
 def _base(tmp_path: Path, architecture: str = "clip") -> Path:
-    return build_tiny_scorer(tmp_path / f"base-{architecture}", architecture, corpus=[colour_caption(c) for c in COLOURS])
+    corpus = [colour_caption(c) for c in COLOURS]
+    return build_tiny_scorer(tmp_path / f"base-{architecture}", architecture, corpus=corpus)
 
 
 def test_cli_training_teaches_the_scorer_and_saves_what_select_loads(pairs, tmp_path):
