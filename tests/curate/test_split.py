@@ -271,3 +271,37 @@ def test_our_tests_do_not_collide_with_the_transnetv2_tests_package():
     assert "test_split" in sys.modules and sys.modules["test_split"].__file__ == __file__
     assert not [name for name in sys.modules if name == "tests" or name.startswith("tests.")]
     assert Path(sys.modules["split_fixtures"].__file__).parent == Path(__file__).parent
+
+
+def _tiny_image_models(root: Path) -> dict[str, Path]:
+    """A CLIP (image features through `get_image_features`) and a ViT backbone (its pooled output), built offline."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, ViTConfig, ViTImageProcessor, ViTModel
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+    clip = CLIPModel(
+        CLIPConfig(
+            vision_config={**small, "image_size": 32, "patch_size": 8},
+            text_config={**small, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1},
+            projection_dim=16,
+        )
+    )
+    clip.save_pretrained(root / "clip")
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(root / "clip")
+    ViTModel(ViTConfig(**small, image_size=32, patch_size=8)).save_pretrained(root / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "vit")
+    return {"clip": root / "clip", "vit": root / "vit"}
+
+
+def test_any_transformers_image_model_embeds_the_frames(long_video, tmp_path):
+    from vstar.curate.embed import get_embedder
+    from vstar.video import sample_frames
+
+    frames = list(sample_frames(long_video.path, num_frames=3).frames)
+    for name, path in _tiny_image_models(tmp_path).items():
+        embedder = get_embedder(str(path))
+        vectors = embedder(frames)
+        assert vectors.shape[0] == 3 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5), name
+        result = split_video(long_video.path, SplitConfig(embedder=str(path), max_seconds=5), embedder=embedder)
+        assert result.error is None and result.stats["cuts"] == len(long_video.hard_cuts)
+        check_accounted(result, long_video.frames / FPS)

@@ -7,8 +7,8 @@ static 0.15) are distances between L2-normalised vectors. Two embedders are here
   embedding, unit length) weighted 0.8, next to an 8 x 8 grey thumbnail with its mean removed, on an absolute
   scale (full contrast ~ 2), weighted 0.6; the whole vector unit-normalised. Frames of one shot sit within ~0.3-0.6
   of each other when something moves (the thumbnail moves with it) and under 0.05 when nothing does; frames of
-  shots with other colours are 1-1.4 apart, so the Panda thresholds keep their meaning for plain footage. It knows nothing of
-  semantics: two shots of one event filmed in different colours are not merged.
+  shots with other colours are 1-1.4 apart, so the Panda thresholds keep their meaning for plain footage. It knows
+  nothing of semantics: two shots of one event filmed in different colours are not merged.
 - any transformers image model by local path or Hub id already in the cache: CLIP / SigLIP (`get_image_features`)
   or any vision backbone (its pooled output, else the mean of its last hidden state).
 
@@ -101,7 +101,8 @@ class TransformersEmbedder:
         vectors = []
         with self.torch.inference_mode():
             for at in range(0, len(frames), self.batch_size):
-                inputs = self.processor(images=list(frames[at : at + self.batch_size]), return_tensors="pt")
+                images = [np.ascontiguousarray(frame) for frame in frames[at : at + self.batch_size]]
+                inputs = self.processor(images=images, return_tensors="pt")
                 features = self._features(inputs["pixel_values"]).float()
                 vectors.append(self.torch.nn.functional.normalize(features, dim=-1).numpy())
         return np.concatenate(vectors).astype(np.float32)

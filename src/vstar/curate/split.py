@@ -57,7 +57,7 @@ class SplitConfig(StitchSettings):
     )
     dataset: str | None = field(
         default=None,
-        metadata={"help": "A source dataset (directory or Hub id) whose videos to split; its label columns carry over."},
+        metadata={"help": "A source dataset (directory or Hub id) to split; its label columns carry over."},
     )
     output: str = field(default="data/clips", metadata={"help": "Output directory (a source dataset, Hub layout)."})
     detector: str = field(
@@ -101,7 +101,9 @@ class SplitConfig(StitchSettings):
         if not 0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"--trim_fraction must be in [0, 0.5), not {self.trim_fraction:g}.")
         if self.max_scene_seconds <= 0 or self.detect_width < 16 or self.min_scene_len < 0:
-            raise ConfigError("--max_scene_seconds must be positive, --detect_width at least 16, --min_scene_len >= 0.")
+            raise ConfigError(
+                "--max_scene_seconds must be positive, --detect_width at least 16 and --min_scene_len at least 0."
+            )
 
 
 @dataclass
@@ -236,10 +238,12 @@ class Splitter:
     """The batch function the executors run: one result row per parent video (built once per worker, so the
     embedder and TransNetV2 load once)."""
 
-    def __init__(self, config: dict[str, Any]):
-        import torch
+    def __init__(self, config: dict[str, Any], driver_pid: int | None = None):
+        if driver_pid is not None and os.getpid() != driver_pid:
+            import torch
 
-        torch.set_num_threads(1)
+            # A worker process (or Ray actor) is one of several on the machine: one thread each.
+            torch.set_num_threads(1)
         self.config = SplitConfig(**config)
         self.embedder = get_embedder(self.config.embedder)
 
@@ -396,7 +400,8 @@ def _clip_rows(result: dict[str, Any], config: SplitConfig, report: dict[str, An
     report["videos"].append({"id": parent["id"], "video": video_name, **stats})
     for lo, hi, reason, detail in result["dropped"]:
         report["dropped"].append(
-            {"parent_id": parent["id"], "video": video_name, "start": lo, "end": hi, "reason": reason, "detail": detail}
+            {"parent_id": parent["id"], "video": video_name, "start": lo, "end": hi, "reason": reason}
+            | {"detail": detail}
         )
     files = result.get("files")
     for k, (lo, hi, reason) in enumerate(result["clips"]):
@@ -464,7 +469,8 @@ def split_videos(config: SplitConfig | None = None, **overrides: Any) -> Path:
 
     def rows(split: str) -> Iterator[dict[str, Any]]:
         parents = by_split[split]
-        results = executor.map_batches(Splitter, parents, batch_size=1, fn_constructor_kwargs={"config": settings})
+        options = {"config": settings, "driver_pid": os.getpid()}
+        results = executor.map_batches(Splitter, parents, batch_size=1, fn_constructor_kwargs=options)
         for result in tqdm(results, total=len(parents), desc=f"split {split}", unit="video", leave=False):
             yield from _clip_rows(result, config, report)
 
