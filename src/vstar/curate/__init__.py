@@ -17,6 +17,8 @@ _EXPORTS = {
     "split_video": "vstar.curate.split",
     "SplitConfig": "vstar.curate.split",
     "get_executor": "vstar.curate.executors",
+    "select_captions": "vstar.curate.select",
+    "SelectConfig": "vstar.curate.select",
 }
 
 
