@@ -25,6 +25,7 @@ from vstar.generate.vllm import (
     engine_kwargs,
     merge_adapter_for_vllm,
     merged_weights_dir,
+    request_sampling_kwargs,
     sampling_kwargs,
 )
 from vstar.train.collator import video_model_inputs
@@ -71,9 +72,13 @@ class FakeLLM:
             raise RuntimeError("engine died")
         outputs = []
         for prompt in prompts:
-            frames, metadata = prompt["multi_modal_data"]["video"]
-            user_text = prompt["prompt"].split("<|vision_end|>")[1].split("<|im_end|>")[0]
-            text = f"  {user_text} | {len(frames)} frames at {metadata['fps']:g} fps\n"
+            user_text = prompt["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+            if "multi_modal_data" not in prompt:  # text only
+                text = f"  {user_text} | text only\n"
+            else:
+                frames, metadata = prompt["multi_modal_data"]["video"]
+                user_text = user_text.split("<|vision_end|>")[1]
+                text = f"  {user_text} | {len(frames)} frames at {metadata['fps']:g} fps\n"
             outputs.append(FakeRequestOutput(str(self.counter), [FakeCompletion(text)]))
             self.counter += 1
         return outputs[::-1]
@@ -227,6 +232,45 @@ def test_answers_follow_request_order_and_empty_outputs_name_the_request(rows):
         answers_from_outputs(outputs, requests)
     with pytest.raises(RuntimeError, match="2 outputs for 3 prompts"):
         answers_from_outputs(outputs[:2], requests)
+
+
+def test_text_only_requests_get_no_video_and_share_a_batch(fake_vllm, tiny_model_dirs, rows):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dirs["qwen2_5_vl"])
+    settings = GenerationSettings(num_frames=4, max_new_tokens=32, temperature=0.5, seed=2)
+    video = make_requests(rows[:2])
+    text = [
+        GenerationRequest("summary-0", "summary", "", "Summarise: a square moves."),
+        GenerationRequest("summary-1", "summary", "", "Summarise again.", system="Be brief.", max_new_tokens=7),
+    ]
+    requests = [video[0], text[0], video[1], text[1]]
+    prompts = build_prompts(processor, requests, settings)
+    assert [set(p) for p in prompts] == [{"prompt", "multi_modal_data"}, {"prompt"}] * 2
+    assert prompts[1]["prompt"] == "<|im_start|>user\nSummarise: a square moves.<|im_end|>\n<|im_start|>assistant\n"
+    assert prompts[3]["prompt"].startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSummarise")
+    for prompt, request in ((prompts[0], video[0]), (prompts[2], video[1])):  # each clip with its own request
+        frames, _ = prompt["multi_modal_data"]["video"]
+        assert (frames == sample_frames(request.video, num_frames=4).frames).all()
+    kwargs = request_sampling_kwargs(requests, settings)
+    assert [k["max_tokens"] for k in kwargs] == [32, 32, 32, 7]
+    assert all({**k, "max_tokens": 32} == sampling_kwargs(settings) for k in kwargs)
+
+    backend = get_backend(
+        GenerationSettings(backend="vllm", num_frames=4, decode_workers=0), str(tiny_model_dirs["qwen2_5_vl"])
+    )
+    answers = backend.generate(requests)
+    assert answers == [
+        echoed(video[0], 4, 8),
+        "Summarise: a square moves. | text only",
+        echoed(video[1], 4, 8),
+        "Summarise again. | text only",
+    ]
+    # One SamplingParams per prompt when a request sets its own limit; the shared one otherwise.
+    params = FakeLLM.instances[-1].calls[-1]["sampling_params"]
+    assert [p.kwargs["max_tokens"] for p in params] == [256, 256, 256, 7]
+    backend.generate(requests[:3])
+    assert FakeLLM.instances[-1].calls[-1]["sampling_params"] is backend.sampling_params
 
 
 # -- merged weights -------------------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ model and adapter (a Hub commit, or a hash of a local folder's weight and config
 answers and a digest of the requests. A pass started with anything else moves the old answers aside (to
 `replaced/<name>-<time>/`), logs which fields differ, and answers afresh.
 
-A clip that cannot be read (missing file, undecodable video) is skipped and reported, never fatal to the pass:
-logged with its id and file, and listed in `<name>-skipped-rank<r>.json` (`read_skipped`); it has no row among the
-answers and is tried again by the next run of the pass.
+A clip that cannot be read (missing file, undecodable video), and a request the backend could not get answered
+(a teacher server's 4xx, or 429/5xx/timeouts past the retries: `RequestFailed`), is skipped and reported, never
+fatal to the pass: logged with its id and reason, and listed in `<name>-skipped-rank<r>.json` with its `kind`
+(`read_skipped`); it has no row among the answers and is tried again by the next run of the pass.
+
+A request without a video is a text-only chat turn; text-only and video requests can share a pass.
 
 The unanswered requests, in id order, are cut into chunks of `chunk_size`; under `torchrun` / `accelerate launch`
 rank r answers chunks r, r + world_size, ... Within a chunk, batches group similar prompt lengths. A chunk's
@@ -50,29 +53,69 @@ BACKENDS: Registry = Registry("generation backend")
 
 @dataclass
 class GenerationRequest:
-    """One prompt about one clip.
+    """One prompt, about one clip or about text alone.
+
+    A request with a video is one user turn holding the clip's sampled frames, then `prompt`. A request whose
+    `video` is `None` is a text-only chat turn (no video placeholder, nothing decoded): summaries of earlier
+    answers, questions written from a description. Both kinds can share a pass and a batch.
+
+    Which frames a model sees: the window `start`..`end` of `video`, sampled as `GenerationSettings` says
+    (`num_frames` per window, or `video_fps` frames per second). A caller that wants specific windows at a frame
+    rate (every 10 s window at 1 fps) makes one request per window with its `start`/`end` and runs the pass with
+    `video_fps` set; the requests can all point at the same file.
 
     Args:
-        id: the clip id.
-        attempt: `direct` or `rationalized` (with the label as a hint).
+        id: the clip id (any id unique within the pass, with `attempt`).
+        attempt: what is asked, e.g. `direct` or `rationalized` (with the label as a hint); with `id`, the key
+            of the answer.
         question: the question as it is stored in training data (never with the hint).
         prompt: the full user text sent to the model.
-        video: the `datasets.Video(decode=False)` entry (path and/or bytes), or a function that returns it when
-            the clip is decoded (so a pass over embedded videos does not hold every clip's bytes).
-        start, end: the clip window in seconds.
+        video: the `datasets.Video(decode=False)` entry (path and/or bytes), a function that returns it when
+            the clip is decoded (so a pass over embedded videos does not hold every clip's bytes), or `None` for
+            a text-only request.
+        start, end: the clip window in seconds (`None`: the start / end of the video).
+        system: a system prompt sent before the user turn, or `None` for none (the chat template's default).
+        max_new_tokens: this request's longest answer in tokens, or `None` for `GenerationSettings.max_new_tokens`.
     """
 
     id: str
     attempt: str
     question: str
     prompt: str
-    video: Any
+    video: Any = None
     start: float | None = None
     end: float | None = None
+    system: str | None = None
+    max_new_tokens: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return self.id, self.attempt
+
+    @property
+    def text_only(self) -> bool:
+        return self.video is None
+
+
+class RequestFailed(Exception):
+    """A request the backend could not get answered (a teacher server refused it, or kept failing).
+
+    A backend returns it in place of the answer; `run_generation` then skips the request and reports it with
+    its `kind` and reason, like a clip that cannot be read, and the next run of the pass asks it again.
+
+    Args:
+        kind: what failed, e.g. `client_error` (a 4xx), `rate_limited`, `server_error`, `timeout`,
+            `connection_error`.
+        reason: one line saying what happened (never a credential).
+        status: the HTTP status, when there was one.
+    """
+
+    def __init__(self, kind: str, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.kind, self.reason, self.status = kind, reason, status
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass
@@ -126,21 +169,50 @@ class GenerationSettings:
 
 def sample_clip(request: GenerationRequest, settings: GenerationSettings) -> SampledClip:
     """The frames of a request's clip window, as the settings ask (`num_frames` or `video_fps`)."""
+    if request.video is None:
+        raise ValueError(f"Request {request.id!r} ({request.attempt}) is text-only: it has no clip to sample.")
     video = request.video() if callable(request.video) else request.video
     return sample_frames(
         video, num_frames=settings.num_frames, fps=settings.video_fps, start=request.start, end=request.end
     )
 
 
-def chat_prompt(processor, prompt: str) -> str:
+def chat_messages(prompt: str, video: bool = True, system: str | None = None) -> list[dict[str, Any]]:
+    """The chat messages of one request: an optional system turn, then a user turn (a video, then `prompt`).
+
+    Args:
+        prompt: the user's text.
+        video: whether the user turn holds the clip (`False` for a text-only request).
+        system: the system prompt, or `None` for none.
+    """
+    content = [{"type": "video"}] if video else []
+    messages = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+    return messages
+
+
+def chat_prompt(processor, prompt: str, video: bool = True, system: str | None = None) -> str:
     """The model's chat template applied to one user turn (a video, then `prompt`), ready for the answer.
 
     Args:
         processor: the model's processor (or tokenizer) with a chat template.
         prompt: the user's text.
+        video: whether the turn holds the clip's placeholder (`False` for a text-only request).
+        system: a system prompt before the user turn, or `None`.
     """
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+    messages = chat_messages(prompt, video=video, system=system)
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def request_prompt(processor, request: GenerationRequest) -> str:
+    """`chat_prompt` for a request: with the video placeholder unless it is text-only, with its system prompt."""
+    return chat_prompt(processor, request.prompt, video=not request.text_only, system=request.system)
+
+
+def max_new_tokens(request: GenerationRequest, settings: GenerationSettings) -> int:
+    """The request's own answer length limit, else the settings'."""
+    return settings.max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
 
 
 class GenerationBackend(ABC):
@@ -162,10 +234,11 @@ class GenerationBackend(ABC):
         return list(requests)
 
     @abstractmethod
-    def generate_prepared(self, prepared: Any) -> list[str]:
-        """The answers for a prepared batch, in request order."""
+    def generate_prepared(self, prepared: Any) -> list[str | RequestFailed]:
+        """The answers for a prepared batch, in request order; a request that could not be answered gets a
+        `RequestFailed` in place of its answer (it is then skipped and reported, see `run_generation`)."""
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str | RequestFailed]:
         return self.generate_prepared(self.prepare(requests))
 
 
@@ -180,6 +253,8 @@ FULL_HASH_LIMIT = 2 << 30
 LARGE_FILE = 64 << 20
 # A clip that cannot be read: skipped and reported, the rest of the pass goes on.
 CLIP_ERRORS = (VideoDecodeError, FileNotFoundError)
+# The `kind` of a skipped request whose clip could not be read (other kinds come from `RequestFailed`).
+UNREADABLE_CLIP = "unreadable_clip"
 
 
 def weights_fingerprint(model: str | None, config_file: str = "config.json") -> str | None:
@@ -224,6 +299,8 @@ def weights_fingerprint(model: str | None, config_file: str = "config.json") -> 
 
 
 def _video_identity(video: Any) -> Any:
+    if video is None:
+        return "text"
     if callable(video):  # read lazily from the source dataset: the clip id stands for it
         return None
     if isinstance(video, dict):
@@ -235,10 +312,14 @@ def _video_identity(video: Any) -> Any:
 
 
 def requests_digest(requests: Sequence[GenerationRequest]) -> str:
-    """A digest of what the requests ask (ids, questions, prompts, videos and windows), in any order."""
+    """A digest of what the requests ask (ids, questions, prompts, videos, windows, system prompts and answer
+    limits), in any order."""
     digest = hashlib.sha256()
     for r in sorted(requests, key=lambda r: r.key):
         item = [r.id, r.attempt, r.question, r.prompt, _video_identity(r.video), r.start, r.end]
+        # Appended only when set, so the digests of requests without them (and their saved answers) stay valid.
+        if r.system is not None or r.max_new_tokens is not None:
+            item += [r.system, r.max_new_tokens]
         digest.update(json.dumps(item, default=str).encode())
     return digest.hexdigest()
 
@@ -343,8 +424,13 @@ def reconcile_generation_key(output_dir: str | Path, name: str, key: dict[str, A
 
 
 def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
-    """The requests of pass `name` whose clip could not be read and that have no answer: `{"id", "attempt",
-    "video", "error"}` each, in (id, attempt) order."""
+    """The requests of pass `name` that were skipped and have no answer, in (id, attempt) order.
+
+    Each is `{"id", "attempt", "video", "kind", "error", "status"}`: `kind` is `unreadable_clip` for a clip that
+    cannot be read, else the `RequestFailed.kind` of a request the backend could not get answered (`client_error`,
+    `rate_limited`, `server_error`, `timeout`, `connection_error`); `error` the reason; `status` the HTTP status
+    when there was one; `video` the clip's file (`None` for a text-only request).
+    """
     output_dir = Path(output_dir)
     answered = answered_keys(output_dir, name)
     skipped = {}
@@ -356,11 +442,13 @@ def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
         for entry in entries:
             key = (entry["id"], entry["attempt"])
             if key not in answered:
-                skipped[key] = entry
+                skipped[key] = {"kind": UNREADABLE_CLIP, "status": None, **entry}
     return [skipped[k] for k in sorted(skipped)]
 
 
-def _video_file(video: Any) -> str:
+def _video_file(video: Any) -> str | None:
+    if video is None:
+        return None
     if callable(video):  # a lazily read entry: read it to name the file
         try:
             video = video()
@@ -403,6 +491,17 @@ def merge_generations(output_dir: str | Path, name: str) -> Path:
     with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=max(len(rows), 1)) as writer:
         writer.write_all(rows)
     return path
+
+
+def _skip_entry(request: GenerationRequest, kind: str, error: str, status: int | None) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "attempt": request.attempt,
+        "video": _video_file(request.video),
+        "kind": kind,
+        "error": error,
+        "status": status,
+    }
 
 
 def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[GenerationRequest]]:
@@ -462,7 +561,8 @@ def run_generation(
     """Answer the requests this rank owns that have no answer on disk yet; returns how many were answered now.
 
     Saved answers of another model, adapter, revision, settings or request list are moved aside first (see
-    `reconcile_generation_key`); clips that cannot be read are skipped and listed (see `read_skipped`).
+    `reconcile_generation_key`); clips that cannot be read, and requests the backend returns a `RequestFailed`
+    for, are skipped and listed with the reason (see `read_skipped`), and asked again by the next run.
 
     Args:
         requests: all requests of the pass (every rank passes the same list).
@@ -523,20 +623,24 @@ def run_generation(
     skips: list[dict[str, Any]] = []
     handled = answered = 0  # requests of the current chunk answered or skipped; answers written this run
     skip_file = output_dir / f"{name}-skipped-rank{rank:03d}.json"
+    unreadable = failed = 0
     for chunk, batch, prepared, skipped in _prefetched(batches, backend, prefetch):
         answers = backend.generate_prepared(prepared) if batch else []
+        if len(answers) != len(batch):
+            raise RuntimeError(f"The {backend.generator} backend returned {len(answers)} answers for {len(batch)}.")
         for request, error in skipped:
             logger.warning(
                 "Skipping clip %s (%s, %s): %s", request.id, request.attempt, _video_file(request.video), error
             )
-            skips.append(
-                {
-                    "id": request.id,
-                    "attempt": request.attempt,
-                    "video": _video_file(request.video),
-                    "error": str(error),
-                }
-            )
+            skips.append(_skip_entry(request, UNREADABLE_CLIP, str(error), None))
+            unreadable += 1
+        for request, answer in zip(batch, answers):
+            if isinstance(answer, RequestFailed):
+                logger.warning(
+                    "Skipping request %s (%s): %s: %s", request.id, request.attempt, answer.kind, answer.reason
+                )
+                skips.append(_skip_entry(request, answer.kind, answer.reason, answer.status))
+                failed += 1
         handled += len(batch) + len(skipped)
         rows += [
             {
@@ -548,6 +652,7 @@ def run_generation(
                 "generator": backend.generator,
             }
             for r, a in zip(batch, answers, strict=True)
+            if not isinstance(a, RequestFailed)
         ]
         progress.update(len(batch) + len(skipped))
         if handled == len(mine[chunk]):
@@ -561,16 +666,20 @@ def run_generation(
             rows, handled = [], 0
     prefetch.shutdown()
     progress.close()
-    if skips:
+    if unreadable:
         logger.warning(
-            "%s: %d of %d clips could not be read and were skipped (listed in %s)",
+            "%s: %d of %d clips could not be read and were skipped (listed in %s)", what, unreadable, count, skip_file
+        )
+    if failed:
+        logger.warning(
+            "%s: %d of %d requests could not be answered and were skipped (listed in %s)",
             what,
-            len(skips),
+            failed,
             count,
             skip_file,
         )
-    elif skip_file.exists():
-        skip_file.unlink()  # every clip it listed was read this time
+    if not skips and skip_file.exists():
+        skip_file.unlink()  # every request it listed was answered this time
     if launched:
         wait_for_everyone()  # callers read every rank's answers next
     return answered

@@ -19,7 +19,8 @@ from vstar.generate.base import (
     GenerationBackend,
     GenerationRequest,
     GenerationSettings,
-    chat_prompt,
+    max_new_tokens,
+    request_prompt,
     sample_clip,
 )
 from vstar.train.collator import video_model_inputs
@@ -101,22 +102,35 @@ class TransformersBackend(GenerationBackend):
         def clip(request: GenerationRequest):
             return sample_clip(request, self.settings)
 
-        clips = list(self._pool.map(clip, requests)) if self._pool else [clip(r) for r in requests]
-        return video_model_inputs(self.processor, [chat_prompt(self.processor, r.prompt) for r in requests], clips)
+        with_video = [r for r in requests if not r.text_only]
+        clips = list(self._pool.map(clip, with_video)) if self._pool else [clip(r) for r in with_video]
+        texts = [request_prompt(self.processor, r) for r in requests]
+        if clips:
+            # The processor fills the video placeholders in text order; text-only turns have none.
+            inputs = video_model_inputs(self.processor, texts, clips)
+        else:
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        inputs.vstar_max_new_tokens = [max_new_tokens(r, self.settings) for r in requests]
+        return inputs
 
     @torch.inference_mode()
     def generate_prepared(self, prepared) -> list[str]:
+        limits = getattr(prepared, "vstar_max_new_tokens", None) or [self.settings.max_new_tokens]
         inputs = prepared.to(self.model.device)
         sampling = self.settings.temperature > 0
         if sampling:
             torch.manual_seed(self.settings.seed)
         output = self.model.generate(
             **inputs,
-            max_new_tokens=self.settings.max_new_tokens,
+            max_new_tokens=max(limits),
             do_sample=sampling,
             temperature=self.settings.temperature if sampling else None,
             top_p=self.settings.top_p if sampling else None,
             top_k=None,
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        if len(set(limits)) > 1:
+            # A row's first tokens do not depend on how long the batch goes on: cutting each at its own limit
+            # gives what generating it alone would.
+            new_tokens = [row[:limit] for row, limit in zip(new_tokens, limits)]
         return [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]

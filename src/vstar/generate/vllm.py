@@ -53,7 +53,8 @@ from vstar.generate.base import (
     GenerationBackend,
     GenerationRequest,
     GenerationSettings,
-    chat_prompt,
+    max_new_tokens,
+    request_prompt,
     sample_clip,
     weights_fingerprint,
 )
@@ -169,6 +170,8 @@ def build_prompts(
 ) -> list[dict[str, Any]]:
     """vLLM prompts (`{"prompt": text, "multi_modal_data": {"video": (frames, metadata)}}`) for the requests.
 
+    A text-only request (`video` is `None`) gets `{"prompt": text}` alone: no placeholder, nothing decoded.
+
     Args:
         processor: the model's processor (for its chat template).
         requests: the batch, in order.
@@ -179,11 +182,15 @@ def build_prompts(
     def clip(request: GenerationRequest) -> SampledClip:
         return sample_clip(request, settings)
 
-    clips = list(pool.map(clip, requests)) if pool else [clip(r) for r in requests]
-    return [
-        {"prompt": chat_prompt(processor, request.prompt), "multi_modal_data": {"video": video_input(c)}}
-        for request, c in zip(requests, clips)
-    ]
+    with_video = [r for r in requests if not r.text_only]
+    clips = iter(list(pool.map(clip, with_video)) if pool else [clip(r) for r in with_video])
+    prompts = []
+    for request in requests:
+        prompt: dict[str, Any] = {"prompt": request_prompt(processor, request)}
+        if not request.text_only:
+            prompt["multi_modal_data"] = {"video": video_input(next(clips))}
+        prompts.append(prompt)
+    return prompts
 
 
 def _submission_order(outputs: Sequence[Any]) -> list[Any]:
@@ -357,6 +364,17 @@ class VLLMBatch:
     prompts: list[dict[str, Any]]
 
 
+def request_sampling_kwargs(requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[dict]:
+    """`sampling_kwargs` per request: the same, but for requests that set their own `max_new_tokens`.
+
+    Args:
+        requests: the batch, in order.
+        settings: the generation settings.
+    """
+    shared = sampling_kwargs(settings)
+    return [{**shared, "max_tokens": max_new_tokens(r, settings)} for r in requests]
+
+
 @BACKENDS.register("vllm")
 class VLLMBackend(GenerationBackend):
     """Generation with a vLLM engine (`LLM.generate`).
@@ -424,8 +442,11 @@ class VLLMBackend(GenerationBackend):
     def generate_prepared(self, prepared: VLLMBatch) -> list[str]:
         if not prepared.prompts:
             return []
+        params: Any = self.sampling_params
+        if any(r.max_new_tokens is not None for r in prepared.requests):
+            # `LLM.generate` takes one SamplingParams per prompt as well as one for all.
+            vllm = import_vllm()
+            params = [vllm.SamplingParams(**kw) for kw in request_sampling_kwargs(prepared.requests, self.settings)]
         # `run_generation` shows its own progress bar.
-        outputs = self.llm.generate(
-            prepared.prompts, self.sampling_params, lora_request=self.lora_request, use_tqdm=False
-        )
+        outputs = self.llm.generate(prepared.prompts, params, lora_request=self.lora_request, use_tqdm=False)
         return answers_from_outputs(outputs, prepared.requests)
