@@ -348,3 +348,91 @@ def test_missing_description_column_is_one_line(tmp_path, capsys):
         )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vstar")]
     assert len(lines) == 1 and "model folder" in lines[0] and "no-such-model" in lines[0]
+
+
+def test_train_on_qa_rows_and_evaluate_choice_rows(qa_run, tiny_model_dirs, tmp_path):
+    """`vstar train`'s trainer runs on the QA dataset; its choice rows are evaluated by the multiple-choice task."""
+    import math
+
+    from conftest import training_config
+
+    from vstar.evaluate.run import evaluate_model
+    from vstar.generate.base import get_backend
+    from vstar.tasks import get_task
+    from vstar.train.sft import train
+
+    _, config, _, _ = qa_run
+    model = tiny_model_dirs["qwen2_5_vl"]
+    summary = train(
+        training_config(
+            model_name_or_path=str(model),
+            output_dir=str(tmp_path / "model"),
+            dataset=config.output,
+            max_steps=3,
+            per_device_train_batch_size=4,
+        )
+    )
+    assert summary["global_step"] == 3 and math.isfinite(summary["train_loss"]) and summary["num_rows"] == 46
+    assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
+
+    rows = [r for r in load_dataset(config.output, split="train") if r["format"] == "multiple_choice"][:8]
+    settings = GenerationSettings(batch_size=8, max_new_tokens=6, num_frames=8)
+    backend = get_backend(settings, str(model), str(tmp_path / "model"))
+    results = evaluate_model(backend, rows, get_task("multiple_choice"), tmp_path / "eval", settings)
+    metrics = results["metrics"]
+    assert metrics["num_examples"] == 8 and metrics["skipped"] == 0
+    assert 0 <= metrics["accuracy"] <= 1 and "choice_distribution" in metrics
+    assert {p["label"]["answer"] for p in results["predictions"]} <= set("ABCD")
+    assert all(p["label"]["options"] == dict(zip("ABCD", r["options"])) for p, r in zip(results["predictions"], rows))
+
+
+def test_recipe_and_flags(tmp_path):
+    from vstar.configs import parse_configs
+
+    recipe = tmp_path / "qa.yaml"
+    recipe.write_text(
+        "captions: data/captions\nmodel: Qwen/Qwen2.5-7B-Instruct\noutput: data/qa\nformats: [multiple_choice]\n"
+        "choice_answer: full\nmax_new_tokens: 2048\nbackend: vllm\n"
+        # keys of other commands in one shared recipe are skipped
+        "learning_rate: 0.0002\nnum_cycles: 3\n"
+    )
+    config, settings = parse_configs((QAConfig, GenerationSettings), ["--config", str(recipe), "--shuffle_seed", "7"])
+    assert (config.formats, config.choice_answer, config.shuffle_seed) == (["multiple_choice"], "full", 7)
+    assert (settings.max_new_tokens, settings.backend) == (2048, "vllm")
+    from vstar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--formats"):
+        generate_qa(QAConfig(captions="c", model="m", formats=["essay"]))
+    with pytest.raises(ConfigError, match="choice_answer"):
+        generate_qa(QAConfig(captions="c", model="m", choice_answer="word"))
+    with pytest.raises(ConfigError, match=r"lacks \{description\}"):
+        generate_qa(QAConfig(captions="c", model="m", open_prompt="Write questions about {types}."))
+
+
+def test_full_option_answers_and_teacher_failures():
+    """Generation rows as the generation layer writes them: a failed request carries its error on its row."""
+    from vstar.synthesize.qa import assemble_qa
+    from vstar.tasks import get_task
+
+    rows = [
+        {"id": c, "video": {"path": f"{c}.mp4", "bytes": None}, "description": "A red square.", "teacher": "t"}
+        for c in ("ok", "failed", "blank")
+    ]
+    good = json.dumps([_item(t, Options=t.example["options"]) for t in TYPES[:4]])
+    generations = [
+        {"id": "ok", "attempt": "multiple_choice", "answer": good, "generator": "llm"},
+        {"id": "failed", "attempt": "multiple_choice", "answer": "", "error": "HTTP 503 after 5 retries"},
+        {"id": "blank", "attempt": "multiple_choice", "answer": "  "},
+    ]
+    config = QAConfig(captions="c", model="m", formats=["multiple_choice"], choice_answer="full")
+    accepted, rejected, report = assemble_qa(rows, ["ok", "failed", "blank"], generations, config, TYPES)
+    assert report["rejected_by_reason"]["teacher_failure"] == 1 and report["rejected_by_reason"]["empty_output"] == 1
+    failure = next(r for r in rejected if r["verification"]["reason"] == "teacher_failure")
+    assert failure["clip_id"] == "failed" and "HTTP 503" in failure["verification"]["fields"][0]["detail"]
+    task = get_task("multiple_choice")
+    assert len(accepted) == 4 and sorted(r["answer"][0] for r in accepted) == list("ABCD")
+    for row in accepted:
+        letter = row["answer"][0]
+        assert row["answer"] == f"{letter}. {row['options']['ABCD'.index(letter)]}"
+        assert task.verify(row["answer"], task.label(row)).passed
+        assert row["messages"][0]["content"][1]["text"].endswith("followed by the full option.")
