@@ -147,6 +147,7 @@ def test_rows_are_a_source_dataset_and_labels_carry_over(long_video, tmp_path):
     assert set(test["note"]) == {"window"}
     assert set(train["parent_id"]) == {"cook/1"} and train[0]["id"] == "cook/1_0000"
     assert all(4.0 <= row["start"] < row["end"] <= 13.0 for row in test)
+    assert test[0]["duration"] == pytest.approx(long_video.frames / FPS, abs=0.05)  # the file's, not the window's
     assert [(r["start"], r["end"]) for r in test] == [(4.0, 8.0), (8.0, 13.0)]
     assert train[0]["video"]["path"] == str(long_video.path)
     report = json.loads((out / "build_report.json").read_text())

@@ -68,6 +68,7 @@ class FrameStream:
         width, height: the shown (rotated) full frame size.
         codec: decoder name.
         stated_frames: the frame count the container states (0 when unknown).
+        duration: the length the container states, seconds (`None` when unknown).
         rotation: degrees the frames are turned to come upright.
         stopped: `None` when every packet decoded, else why decoding stopped early (the frames before it came out).
     """
@@ -81,6 +82,7 @@ class FrameStream:
     frames: Iterator[Frame] = field(default_factory=lambda: iter(()))
     stopped: str | None = None
     decoded: int = 0
+    duration: float | None = None
 
 
 def _small_size(width: int, height: int, target: int) -> tuple[int, int]:
@@ -116,6 +118,10 @@ def read_frames(video: VideoSource, detect_width: int = DETECT_WIDTH, threads: i
     fps = float(rate) if rate else 0.0
     width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
     info = FrameStream(fps, width, height, stream.codec_context.name, stream.frames or 0)
+    if stream.duration and stream.time_base:
+        info.duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        info.duration = container.duration / 1_000_000
     info.frames = _frames(container, stream, info, detect_width, name)
     return info
 

@@ -231,6 +231,8 @@ def split_video(
         out.dropped.append((at(count), round(stream.stated_frames / stream.fps, 6), UNDECODED, stream.stopped))
     out.dropped.sort()
     out.stats.update(width=stream.width, height=stream.height, codec=stream.codec, rotation=stream.rotation)
+    # The file's length (a parent with a window is split inside it, but its video is the whole file).
+    out.stats["duration"] = round(max(stream.duration or 0.0, end_time), 6)
     return out
 
 
@@ -418,7 +420,7 @@ def _clip_rows(result: dict[str, Any], config: SplitConfig, report: dict[str, An
             **parent["labels"],
             "parent_id": parent["id"],
             "split_reason": reason,
-            "duration": hi - lo if files else stats["seconds"],
+            "duration": hi - lo if files else stats["duration"],
             "fps": stats["fps"],
             "width": stats["width"],
             "height": stats["height"],
