@@ -28,12 +28,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 # Why a span of video is not in any clip (the build report's `reason`).
-TRANSITION, SHORT, STATIC, REDUNDANT, TRIM, UNDECODED = "transition", "short", "static", "redundant", "trim", "undecoded"
+TRANSITION, SHORT, STATIC, REDUNDANT = "transition", "short", "static", "redundant"
+TRIM, UNDECODED = "trim", "undecoded"
 
 
 @dataclass
@@ -52,14 +53,22 @@ class StitchSettings:
             (Panda's detection step does, so that dissolves and unedited footage get looked at closely).
     """
 
-    transition_threshold: float = 1.0
-    merge_threshold: float = 0.6
-    static_threshold: float = 0.15
-    redundant_threshold: float = 0.0
-    min_seconds: float = 2.0
-    max_seconds: float = 60.0
-    trim_fraction: float = 0.0
-    max_scene_seconds: float = 5.0
+    transition_threshold: float = field(
+        default=1.0, metadata={"help": "A scene whose first and last frames are further apart holds a transition."}
+    )
+    merge_threshold: float = field(default=0.6, metadata={"help": "Neighbouring scenes closer than this are merged."})
+    static_threshold: float = field(
+        default=0.15, metadata={"help": "An event whose first and last frames are closer than this is static."}
+    )
+    redundant_threshold: float = field(
+        default=0.0, metadata={"help": "An event closer than this to a kept one is dropped (0: off; paper 0.3)."}
+    )
+    min_seconds: float = field(default=2.0, metadata={"help": "Shortest clip, seconds."})
+    max_seconds: float = field(default=60.0, metadata={"help": "Longest clip, seconds: longer events are split."})
+    trim_fraction: float = field(default=0.0, metadata={"help": "Fraction cut off both ends of a clip (paper 0.1)."})
+    max_scene_seconds: float = field(
+        default=5.0, metadata={"help": "Scenes longer than this + 2 s are cut into pieces of it before stitching."}
+    )
 
 
 @dataclass
