@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from datasets import Features, Value, Video, load_dataset
 
-from vstar.generate.base import GenerationBackend, GenerationSettings
+from vstar.generate.base import GenerationBackend, GenerationSettings, RequestFailed
 from vstar.synthesize import QAConfig, generate_qa
 from vstar.synthesize.qa_parse import (
     ANSWER_NOT_AN_OPTION,
@@ -190,7 +190,12 @@ class ScriptedTeacher(GenerationBackend):
     def generate_prepared(self, prepared):
         self.prompts += [r.prompt for r in prepared]
         assert all(r.video is None for r in prepared)  # text only: the description is the input
-        return [scripted_output(r.prompt) for r in prepared]
+        return [
+            RequestFailed("server_error", "HTTP 503 after 5 retries", 503)
+            if "FAILS" in r.prompt
+            else scripted_output(r.prompt)
+            for r in prepared
+        ]
 
 
 def write_captions(root: Path, descriptions: dict[str, str], teachers=("teacher-a@abc",)) -> Path:
@@ -230,6 +235,7 @@ def qa_run(tmp_path_factory):
             "clip-garbage": "GARBAGE a clip the teacher cannot handle.",
             "clip-empty": "EMPTY a clip the teacher answers nothing for.",
             "clip-none": "",
+            "clip-fails": "FAILS a clip whose request the teacher server refuses.",
         },
         teachers=("teacher-a@abc", "teacher-b@def"),
     )
@@ -239,6 +245,10 @@ def qa_run(tmp_path_factory):
     return root, config, report, teacher
 
 
+def reasons_of(rows, reason: str) -> set[str]:
+    return {r["clip_id"] for r in rows if r["verification"]["reason"] == reason}
+
+
 def test_dataset_report_and_rejected_reasons(qa_run):
     root, config, report, teacher = qa_run
     output = Path(config.output)
@@ -246,11 +256,16 @@ def test_dataset_report_and_rejected_reasons(qa_run):
     rejected = load_dataset(str(output), "rejected", split="train")
     saved = json.loads((output / "qa_report.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    # Two teachers' descriptions of 5 clips, 2 formats each; the empty description is never asked.
-    assert len(teacher.prompts) == 2 * 4 * 2 and report["requests"] == 16
+    # Two teachers' descriptions of 6 clips, 2 formats each; the empty description is never asked.
+    assert len(teacher.prompts) == 2 * 5 * 2 and report["requests"] == 20
+    # A failed request is reported on its row by the generation layer: rejected with what happened.
+    assert reasons_of(rejected, "teacher_failure") == {"clip-fails"}
+    failure = next(r for r in rejected if r["verification"]["reason"] == "teacher_failure")
+    assert failure["verification"]["fields"][0]["detail"] == "server_error (HTTP 503): HTTP 503 after 5 retries"
     reasons = report["rejected_by_reason"]
     assert reasons["empty_description"] == 2 * 2  # both teachers, both formats
     assert reasons["malformed"] == 2 * 2 and reasons["empty_output"] == 2 * 2
+    assert reasons["teacher_failure"] == 2 * 2
     assert reasons["unspecified"] == 2 * 2
     # One video's questions are asked once: teacher-b described the clips as teacher-a did, so each of its items
     # nearly repeats one of teacher-a's (16 + 14 + 9 + 9), and the repeats within teacher-a's own output (2).
@@ -298,7 +313,8 @@ def test_rerun_asks_nothing_again_and_gives_the_same_rows(qa_run):
     before = load_dataset(config.output, split="train").to_list()
     teacher = ScriptedTeacher()
     again = generate_qa(config, GenerationSettings(batch_size=4, chunk_size=4, max_new_tokens=2048), teacher)
-    assert teacher.prompts == []  # every answer was on disk
+    # Every answer was on disk: only the failed requests are asked again (and fail again).
+    assert len(teacher.prompts) == 4 and all("FAILS" in p for p in teacher.prompts)
     assert again == report
     assert load_dataset(config.output, split="train").to_list() == before
 

@@ -524,7 +524,7 @@ def generate_qa(
         The report written to `OUTPUT/qa_report.json` (only the main process assembles; the others return `{}`).
     """
     from vstar.distributed import is_main_process
-    from vstar.generate.base import get_backend, read_generations, run_generation
+    from vstar.generate.base import get_backend, read_generations, read_skipped, run_generation
 
     check_config(config)
     settings = settings or GenerationSettings(max_new_tokens=2048)
@@ -548,6 +548,9 @@ def generate_qa(
     if not is_main_process():
         return {}
     generations = read_generations(work, PASS_NAME) if work.exists() else []
+    # Requests the teacher could not answer (a server's 4xx, 5xx or timeouts past the retries) have no answer row;
+    # the generation layer lists them, and they are rejected here with what happened (asked again next run).
+    generations += [failure_row(entry) for entry in (read_skipped(work, PASS_NAME) if work.exists() else [])]
     generator = backend.generator if backend is not None else config.model
     accepted, rejected, report = assemble_qa(rows, keys, generations, config, types, generator=generator)
     report = {"captions": config.captions, "split": config.split, **report}
@@ -565,6 +568,13 @@ def generate_qa(
     if report["unanswered_requests"]:
         logger.warning("%d requests have no answer yet: run the command again.", report["unanswered_requests"])
     return report
+
+
+def failure_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A request the generation layer skipped (`read_skipped`) as a generation row carrying its `error`."""
+    status = f" (HTTP {entry['status']})" if entry.get("status") else ""
+    error = f"{entry.get('kind') or 'failed'}{status}: {entry.get('error') or 'no reason given'}"
+    return {"id": entry["id"], "attempt": entry["attempt"], "answer": "", "error": error}
 
 
 def _command(config: QAConfig) -> str:
