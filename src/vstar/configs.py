@@ -106,6 +106,14 @@ class CycleConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    eval_temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "Held-out evaluation's temperature: 0 (greedy) unless a sampled evaluation is wanted; the "
+            "generation passes' `temperature` does not apply to it."
+        },
+    )
+    eval_top_p: float = field(default=1.0, metadata={"help": "Held-out evaluation's nucleus mass (when sampling)."})
     generation_chunk_size: int = field(
         default=256, metadata={"help": "Answers per result file: the unit of resumption and of sharding over ranks."}
     )
@@ -147,6 +155,8 @@ class CycleConfig:
         _check_range(self, "max_new_tokens", 1)
         _check_range(self, "temperature", 0)
         _check_range(self, "top_p", 0, 1, low_open=True)
+        _check_range(self, "eval_temperature", 0)
+        _check_range(self, "eval_top_p", 0, 1, low_open=True)
         _check_range(self, "generation_chunk_size", 1)
         _check_range(self, "generation_decode_workers", 1)
         _check_range(self, "vllm_tensor_parallel_size", 1)
@@ -181,6 +191,17 @@ class CycleConfig:
             lora_mode=self.vllm_lora_mode,
             max_lora_rank=self.vllm_max_lora_rank,
         )
+
+    def evaluation_settings(self, generation: GenerationSettings) -> GenerationSettings:
+        """The held-out evaluation's settings: the generation settings, decoded greedily unless asked otherwise."""
+        return evaluation_settings(generation, self.eval_temperature, self.eval_top_p)
+
+
+def evaluation_settings(settings: GenerationSettings, temperature: float = 0.0, top_p: float = 1.0):
+    """`settings` with evaluation's own decoding (greedy by default), whatever the generation passes sample with."""
+    from dataclasses import replace
+
+    return replace(settings, temperature=temperature, top_p=top_p if temperature > 0 else 1.0)
 
 
 # Every vstar command's settings, as `module:Class`. One recipe drives the whole loop, so a recipe given to one

@@ -125,6 +125,7 @@ class CycleRunner:
         self.generation = config.generation_settings(
             train_config.num_frames, train_config.video_fps, train_config.seed
         )
+        self.evaluation = config.evaluation_settings(self.generation)
         self._backend: tuple[str, GenerationBackend] | None = None
         self._sources: dict[str, dict[str, Any]] | None = None
         self._eval_rows: list[dict[str, Any]] | None = None
@@ -179,9 +180,16 @@ class CycleRunner:
         """One loaded model at a time: the model of cycle k evaluates and then generates for cycle k+1."""
         key = str(ref)
         if self._backend is None or self._backend[0] != key:
-            self._backend = None
+            self.release_backend()
             self._backend = (key, get_backend(self.generation, ref.model, ref.adapter))
         return self._backend[1]
+
+    def release_backend(self) -> None:
+        """Shut the generation model (a vLLM engine included) down and hand its GPU memory back, before training."""
+        if self._backend is not None:
+            _, backend = self._backend
+            self._backend = None
+            backend.close()
 
     # -- stages -------------------------------------------------------------------------------------------
     def _requests(self, cycle: int, attempt: str, ids: list[str]) -> list[GenerationRequest]:
@@ -283,8 +291,14 @@ class CycleRunner:
                 logger.info("%s finished training before the run stopped; completing it.", partial.name)
         summary = broadcast_from_main(finished)
         if summary is None:
-            self._backend = None  # free the generation model's memory while training
-            summary = train(config)
+            self.release_backend()
+            check_free_accelerator_memory(self.config.generation_backend)
+            try:
+                summary = train(config)
+            except Exception as error:
+                if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+                    raise training_memory_error(error, self.config.generation_backend) from error
+                raise
         if is_main_process() and partial.exists():
             # Checkpoints are only for resuming; the model is the final weights. Each removal is a rename first,
             # so a kill leaves every checkpoint whole or hidden, never half deleted under its name.
@@ -309,7 +323,7 @@ class CycleRunner:
             self.eval_rows,
             self.task,
             out_dir,
-            self.generation,
+            self.evaluation,
             description={
                 "model": ref.model,
                 "adapter": ref.adapter,
@@ -661,6 +675,45 @@ class CycleRunner:
         self._record(history[-1], final=final)
         logger.info("Final model (cycle %d data, direct answers only) -> %s", best, final_dir / "model")
         return final
+
+
+def check_free_accelerator_memory(generation_backend: str, min_free_fraction: float = 0.5) -> None:
+    """Before training: the GPU's memory is free again after generation, else say what holds it and what to set.
+
+    Generation and training take turns on the same GPUs. A generation engine that still holds its memory (another
+    process, or a vLLM engine that did not shut down) leaves training too little; the check names it before a
+    training step fails halfway through a cycle.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    free, total = torch.cuda.mem_get_info()
+    if free >= min_free_fraction * total:
+        return
+    used_here = torch.cuda.memory_reserved()
+    message = (
+        f"Only {free / 2**30:.1f} of {total / 2**30:.1f} GiB of GPU memory are free before training "
+        f"({used_here / 2**30:.1f} GiB held by this process)."
+    )
+    if generation_backend == "vllm":
+        message += " A vLLM engine still holds it: lower `vllm_gpu_memory_utilization`"
+    else:
+        message += " Another process holds it: stop it, or lower `per_device_train_batch_size`"
+    logger.warning("%s; training may run out of memory.", message)
+
+
+def training_memory_error(error: BaseException, generation_backend: str) -> Exception:
+    """A clear error for a training step that ran out of GPU memory: what to set."""
+    from vstar.errors import VStarError
+
+    settings = "`per_device_train_batch_size` (raise `gradient_accumulation_steps` to keep the batch), `num_frames`"
+    if generation_backend == "vllm":
+        settings += ", `vllm_gpu_memory_utilization`"
+    return VStarError(
+        f"Training ran out of GPU memory ({str(error).splitlines()[0]}). Lower {settings}, or keep "
+        "`activation_checkpointing: true`."
+    )
 
 
 def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, float] | None:

@@ -9,13 +9,16 @@ vstar eval --model runs/demo/warm-start --adapter runs/demo/cycle-3/model --data
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vstar.configs import parse_configs
+from vstar.configs import evaluation_settings, parse_configs
 from vstar.distributed import is_main_process
 from vstar.generate.base import GenerationSettings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +36,14 @@ class EvalConfig:
         default=None, metadata={"help": "Evaluate at most this many rows: a seeded sample stratified by the label."}
     )
     subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample."})
+    eval_temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "Decoding temperature of the evaluation: 0 (greedy) unless a sampled evaluation is wanted; a "
+            "recipe's `temperature` (the generation passes') does not apply."
+        },
+    )
+    eval_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of a sampled evaluation."})
 
 
 def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
@@ -46,6 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
     from vstar.evaluate.run import evaluate_split
 
     config, settings = parse_configs((EvalConfig, GenerationSettings), argv)
+    if settings.temperature != config.eval_temperature:
+        logger.info(
+            "Evaluating with eval_temperature %s; temperature %s is the generation passes' setting.",
+            config.eval_temperature,
+            settings.temperature,
+        )
+    settings = evaluation_settings(settings, config.eval_temperature, config.eval_top_p)
     dataset_name, dataset_revision = _split_revision(config.dataset)
     adapter, adapter_revision = _split_revision(config.adapter)
     if adapter_revision:

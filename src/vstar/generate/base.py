@@ -33,7 +33,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ class RequestFailed(Exception):
 
     Args:
         kind: what failed, e.g. `client_error` (a 4xx), `rate_limited`, `server_error`, `timeout`,
-            `connection_error`.
+            `connection_error`, `bad_response` (a 200 without a completion).
         reason: one line saying what happened (never a credential).
         status: the HTTP status, when there was one.
     """
@@ -164,6 +164,9 @@ class GenerationSettings:
     request_timeout: float = field(default=120.0, metadata={"help": "endpoint: seconds before a request is retried."})
     max_retries: int = field(
         default=5, metadata={"help": "endpoint: retries of a failed request (5xx, 429, timeouts), with backoff."}
+    )
+    image_format: str = field(
+        default="jpeg", metadata={"help": "endpoint: how frames are sent: jpeg (smaller) or png (lossless)."}
     )
 
 
@@ -240,6 +243,34 @@ class GenerationBackend(ABC):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str | RequestFailed]:
         return self.generate_prepared(self.prepare(requests))
+
+    def use_settings(self, settings: GenerationSettings) -> None:
+        """Answer the next batches with the answer settings of `settings` (`KEY_SETTINGS`: temperature, top-p,
+        seed, answer length, frames), keeping the engine's own (batching, memory, parallelism).
+
+        `run_generation` calls it, so one loaded model serves passes that decode differently, e.g. sampled
+        generation passes and a greedy held-out evaluation.
+        """
+        current = getattr(self, "settings", None)
+        if isinstance(current, GenerationSettings):
+            self.settings = replace(current, **{name: getattr(settings, name) for name in KEY_SETTINGS})
+
+    def close(self) -> None:
+        """Free the model and its accelerator memory (before training in the same process); the backend is not
+        used afterwards."""
+        release_accelerator_memory()
+
+
+def release_accelerator_memory() -> None:
+    """Collect dropped models and hand their cached GPU memory back to the device (a no-op on the CPU)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 # Settings that change the answers; batch and chunk sizes, decoding threads and engine sizing do not.
@@ -428,8 +459,8 @@ def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
 
     Each is `{"id", "attempt", "video", "kind", "error", "status"}`: `kind` is `unreadable_clip` for a clip that
     cannot be read, else the `RequestFailed.kind` of a request the backend could not get answered (`client_error`,
-    `rate_limited`, `server_error`, `timeout`, `connection_error`); `error` the reason; `status` the HTTP status
-    when there was one; `video` the clip's file (`None` for a text-only request).
+    `rate_limited`, `server_error`, `timeout`, `connection_error`, `bad_response`); `error` the reason; `status`
+    the HTTP status when there was one; `video` the clip's file (`None` for a text-only request).
     """
     output_dir = Path(output_dir)
     answered = answered_keys(output_dir, name)
@@ -583,6 +614,7 @@ def run_generation(
     world_size = env_world if world_size is None else world_size
     if launched:
         init_distributed()
+    backend.use_settings(settings)
     if rank == 0:
         reconcile_generation_key(output_dir, name, generation_key(backend, settings, requests))
     elif not launched:

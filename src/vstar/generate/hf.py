@@ -98,6 +98,13 @@ class TransformersBackend(GenerationBackend):
         decode_workers = self.settings.decode_workers if decode_workers is None else decode_workers
         self._pool = ThreadPoolExecutor(max_workers=decode_workers) if decode_workers else None
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.model = None
+        super().close()
+
     def prepare(self, requests: Sequence[GenerationRequest]):
         def clip(request: GenerationRequest):
             return sample_clip(request, self.settings)

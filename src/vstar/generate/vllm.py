@@ -32,6 +32,7 @@ and batches continuously, so one engine keeps them busy; larger `batch_size`s gi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -434,6 +435,29 @@ class VLLMBackend(GenerationBackend):
         self.model_name, self.adapter_name = model, adapter
         workers = self.settings.decode_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vstar-decode") if workers else None
+
+    def close(self) -> None:
+        """Shut the engine down (its worker processes and KV cache) before the GPUs are trained on."""
+        llm, self.llm = getattr(self, "llm", None), None
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        shutdown = getattr(core, "shutdown", None) or getattr(engine, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm, engine, core
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with contextlib.suppress(ImportError, AttributeError, AssertionError, RuntimeError):
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        super().close()
+
+    def use_settings(self, settings: GenerationSettings) -> None:
+        super().use_settings(settings)
+        self.sampling_params = import_vllm().SamplingParams(**sampling_kwargs(self.settings))
 
     def prepare(self, requests: Sequence[GenerationRequest]) -> VLLMBatch:
         requests = list(requests)
