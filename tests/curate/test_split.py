@@ -306,3 +306,21 @@ def test_any_transformers_image_model_embeds_the_frames(long_video, tmp_path):
         result = split_video(long_video.path, SplitConfig(embedder=str(path), max_seconds=5), embedder=embedder)
         assert result.error is None and result.stats["cuts"] == len(long_video.hard_cuts)
         check_accounted(result, long_video.frames / FPS)
+
+
+@pytest.mark.parametrize("scale", [1, 5])
+def test_cuts_are_the_ones_pyscenedetect_finds_on_its_pyav_backend(long_video, tmp_path, scale):
+    """Our streaming pass (own PyAV loop, planes read in place) against PySceneDetect's own pipeline: `open_video(...,
+    backend="pyav")`, a `SceneManager` with its automatic downscaling and the same `ContentDetector(25, 15)`."""
+    from scenedetect import ContentDetector, SceneManager, open_video
+
+    path = long_video.path
+    if scale > 1:  # 640 x 360: both pipelines downscale to about 256 pixels wide
+        frames = [np.kron(frame, np.ones((scale, scale, 1), np.uint8)) for frame in script_frames()]
+        path = write_frames(tmp_path / "large.mp4", frames)
+    manager = SceneManager()
+    manager.add_detector(ContentDetector(threshold=25, min_scene_len=15))
+    manager.detect_scenes(open_video(str(path), backend="pyav"))
+    reference = [scene[0].frame_num for scene in manager.get_scene_list()][1:]
+    ours = [round(t * FPS) for t in split_video(path, SplitConfig(min_seconds=1)).stats["cut_times"]]
+    assert ours == reference and len(ours) == (5 if scale == 1 else 2)

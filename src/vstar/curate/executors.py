@@ -225,6 +225,7 @@ class RayExecutor:
         if not items:
             return
         context = ray.data.DataContext.get_current()
+        preserved = context.execution_options.preserve_order
         context.execution_options.preserve_order = True
         # Input blocks of whole batches, so each call sees exactly the batches the local executor makes.
         blocks = max(1, -(-len(items) // batch_size))
@@ -243,8 +244,11 @@ class RayExecutor:
             zero_copy_batch=True,
         )
         logger.info("Ray stage: %d rows in %d batches over %d actors", len(items), blocks, concurrency)
-        for out in stage.iter_rows():
-            yield pickle.loads(out["row"])
+        try:
+            for out in stage.iter_rows():
+                yield pickle.loads(out["row"])
+        finally:
+            context.execution_options.preserve_order = preserved  # the caller's other Ray Data work is left alone
 
 
 def get_executor(name: str = "local", **options: Any) -> Executor:
