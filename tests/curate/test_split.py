@@ -324,3 +324,13 @@ def test_cuts_are_the_ones_pyscenedetect_finds_on_its_pyav_backend(long_video, t
     reference = [scene[0].frame_num for scene in manager.get_scene_list()][1:]
     ours = [round(t * FPS) for t in split_video(path, SplitConfig(min_seconds=1)).stats["cut_times"]]
     assert ours == reference and len(ours) == (5 if scale == 1 else 2)
+
+
+def test_a_window_far_into_a_file_is_reached_by_seeking(long_video, content_result):
+    from vstar.curate.detect import read_frames
+
+    first = next(read_frames(long_video.path, start=21.0).frames)
+    assert 10.0 < first.time <= 21.0  # the keyframe before the window, not the file's first frame
+    window = split_video(long_video.path, SplitConfig(max_seconds=5), start=21.0)
+    assert window.clips == [clip for clip in content_result.clips if clip[0] >= 22.0]
+    assert window.dropped[0][:3] == (21.0, 22.0, "short")  # the static shot's last second

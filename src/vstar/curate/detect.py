@@ -36,11 +36,13 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from vstar.video import VideoDecodeError, VideoSource, _describe, _open_input
+from vstar.video import VideoDecodeError, VideoSource, _describe, _open_input, _reopener
 
 logger = logging.getLogger(__name__)
 
 DETECT_WIDTH = 256
+# A window starting further in than this is reached by seeking (before it, decoding from the start costs little).
+SEEK_AFTER_S = 10.0
 Boundary = tuple[int, int]
 
 
@@ -69,6 +71,7 @@ class FrameStream:
         codec: decoder name.
         stated_frames: the frame count the container states (0 when unknown).
         duration: the length the container states, seconds (`None` when unknown).
+        seeked: decoding started at the keyframe before the caller's `start`, not at the first frame.
         rotation: degrees the frames are turned to come upright.
         stopped: `None` when every packet decoded, else why decoding stopped early (the frames before it came out).
     """
@@ -83,6 +86,7 @@ class FrameStream:
     stopped: str | None = None
     decoded: int = 0
     duration: float | None = None
+    seeked: bool = False
 
 
 def _small_size(width: int, height: int, target: int) -> tuple[int, int]:
@@ -92,20 +96,26 @@ def _small_size(width: int, height: int, target: int) -> tuple[int, int]:
     return target, max(2, round(height * scale / 2) * 2)
 
 
-def read_frames(video: VideoSource, detect_width: int = DETECT_WIDTH, threads: int = 1) -> FrameStream:
+def read_frames(
+    video: VideoSource, detect_width: int = DETECT_WIDTH, threads: int = 1, start: float | None = None
+) -> FrameStream:
     """Open a video and stream its frames downscaled to `detect_width` pixels wide (as BGR).
 
     Args:
         video: a path, bytes or a `datasets.Video(decode=False)` entry.
         detect_width: the width of the frames handed on (smaller videos keep their size).
         threads: decoder threads (1: one core; processes parallelise across videos).
+        start: a time (seconds) the caller needs frames from: more than `SEEK_AFTER_S` in, decoding starts at the
+            keyframe before it (checked: a seek that lands past it decodes from the start instead). Frames before
+            `start` may still come out; times are always from the video's first shown frame.
 
     Raises:
         VideoDecodeError: naming the video when it has no video stream or cannot be opened.
     """
     name = _describe(video)
+    source = _open_input(video)
     try:
-        container = av.open(_open_input(video))
+        container = av.open(source)
     except (av.error.FFmpegError, OSError) as err:
         raise VideoDecodeError(f"{name}: cannot open ({type(err).__name__}: {err})") from None
     if not container.streams.video:
@@ -122,16 +132,31 @@ def read_frames(video: VideoSource, detect_width: int = DETECT_WIDTH, threads: i
         info.duration = float(stream.duration * stream.time_base)
     elif container.duration:
         info.duration = container.duration / 1_000_000
-    info.frames = _frames(container, stream, info, detect_width, name)
+    info.frames = _frames(container, stream, info, detect_width, name, start, _reopener(source), threads)
     return info
 
 
-def _frames(container, stream, info: FrameStream, detect_width: int, name: str) -> Iterator[Frame]:
+def _first_pts(container, stream) -> int | None:
+    """The presentation time of the first frame that decodes (the origin of every frame time)."""
+    for packet in container.demux(stream):
+        for frame in stream.decode(packet):
+            return frame.pts
+    return None
+
+
+def _frames(
+    container, stream, info: FrameStream, detect_width: int, name: str, start, reopen, threads: int
+) -> Iterator[Frame]:
     reformatter = VideoReformatter()
     time_base = stream.time_base or Fraction(1, 1_000_000)
     first_pts = None
     last_time = -1.0
     size = None
+    if start is not None and start > SEEK_AFTER_S:
+        first_pts = _first_pts(container, stream)
+        if first_pts is not None:
+            container.seek(first_pts + int(start / time_base), stream=stream, backward=True)
+            info.seeked = True
     try:
         packets = container.demux(stream)
         while True:
@@ -153,6 +178,15 @@ def _frames(container, stream, info: FrameStream, detect_width: int, name: str) 
                 else:
                     first_pts = frame.pts if first_pts is None else first_pts
                     time = float((frame.pts - first_pts) * time_base)
+                if info.seeked and info.decoded == 0 and last_time < 0 and (frame.pts is None or time > start + 1e-6):
+                    # The seek landed past the time asked for (or frames carry no times): from the start instead.
+                    container.close()
+                    container = av.open(reopen())
+                    stream = container.streams.video[0]
+                    stream.thread_type, stream.thread_count = ("AUTO" if threads > 1 else "SLICE"), threads
+                    packets = container.demux(stream)
+                    info.seeked = False
+                    break
                 if time <= last_time:  # a repeated or reordered timestamp: keep times increasing
                     time = last_time + 1e-6
                 last_time = time
@@ -174,7 +208,7 @@ def _frames(container, stream, info: FrameStream, detect_width: int, name: str) 
         container.close()
     if info.decoded == 0 and info.stopped is None:
         info.stopped = "no frame could be decoded"
-    elif info.stated_frames and info.decoded < info.stated_frames and info.stopped is None:
+    elif info.stated_frames and info.decoded < info.stated_frames and info.stopped is None and not info.seeked:
         info.stopped = f"truncated: {info.decoded} of the {info.stated_frames} frames the container states decoded"
     if info.stopped:
         logger.warning("%s: %s", name, info.stopped)

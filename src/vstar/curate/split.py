@@ -141,7 +141,7 @@ def split_video(
     """
     embedder = embedder or get_embedder(config.embedder)
     try:
-        stream = read_frames(video, config.detect_width)
+        stream = read_frames(video, config.detect_width, start=start)
     except VideoDecodeError as err:
         return VideoSplit(error=f"undecodable: {err}")
     settings = config.stitch_settings()
