@@ -13,16 +13,7 @@ from vstar.cli import main as cli_main
 from vstar.errors import ConfigError, InputError
 from vstar.scoring import VideoTextScorer
 from vstar.testing.scorers import build_colour_pairs, build_tiny_scorer, colour_caption
-from vstar.train.contrastive import LogitScale, contrastive_loss
-from vstar.train.scorer import (
-    MetaWeightNet,
-    ScorerTrainConfig,
-    _ScorerWithScale,
-    load_pairs,
-    meta_step,
-    recall_at_1,
-    train_scorer,
-)
+from vstar.train.scorer import ScorerTrainConfig, load_pairs, recall_at_1, train_scorer
 
 COLOURS = ("red", "blue", "green", "yellow")
 
@@ -108,29 +99,9 @@ def test_meta_weighting_logs_and_saves_per_sample_weights(noisy_pairs, seed_pair
         step_weights = [w for s, w in zip(weights["step"], weights["weight"], strict=True) if s == step]
         assert sum(step_weights) / len(step_weights) == pytest.approx(1.0, abs=1e-4)
     assert max(weights["weight"]) > min(weights["weight"])
+    assert all(0 < w < 1 for w in weights["raw_weight"])
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    assert all("weight_mean_raw" in entry for entry in log)
-
-
-def test_meta_step_updates_only_the_weight_net(pairs, tmp_path):
-    scorer = VideoTextScorer.from_pretrained(_base(tmp_path), attn_implementation="eager")
-    data = load_pairs(scorer, str(pairs), "train", "description")
-    module = _ScorerWithScale(scorer, LogitScale())
-    net = MetaWeightNet()
-    optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
-    before_model = {k: v.clone() for k, v in module.state_dict().items()}
-    before_net = [p.clone() for p in net.parameters()]
-
-    def batch(rows):
-        return (data.pixel_values[rows], scorer.text_inputs([data.texts[i] for i in rows])), None
-
-    meta_step(
-        module, net, optimizer, batch(list(range(8))), batch(list(range(8, 16))),
-        lambda c, s, exclude=None: contrastive_loss("angular_margin", c, s, exclude=exclude), inner_lr=0.1,
-    )  # fmt: skip
-    assert all(torch.equal(before_model[k], v) for k, v in module.state_dict().items())
-    assert any(not torch.equal(a, b) for a, b in zip(before_net, net.parameters(), strict=True))
-    assert all(p.grad is None or not p.grad.abs().sum() for p in module.parameters())
+    assert all(0 < entry["raw_weight_mean"] < 1 and entry["meta_loss"] > 0 for entry in log)
 
 
 def test_bad_settings_and_inputs_say_what_to_fix(pairs, tmp_path):

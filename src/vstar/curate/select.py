@@ -156,18 +156,16 @@ def _clip_groups(dataset, config: SelectConfig) -> list[dict[str, Any]]:
         )
     groups: dict[str, dict[str, Any]] = {}
     label_columns = [c for c in dataset.column_names if c != "video"]
-    videos = dataset.select_columns(["video"])
     for position, row in enumerate(dataset.select_columns(label_columns)):
         clip_id = str(row["id"])
         group = groups.get(clip_id)
         if group is None:
             group = groups[clip_id] = {
                 "id": clip_id,
-                "video": videos[position]["video"],
+                "position": position,  # of the clip's first row: its video is read when the clip is scored
                 "start": row.get("start"),
                 "end": row.get("end"),
                 "rows": [],
-                "positions": [],
             }
         elif (row.get("start"), row.get("end")) != (group["start"], group["end"]):
             raise InputError(
@@ -175,7 +173,6 @@ def _clip_groups(dataset, config: SelectConfig) -> list[dict[str, Any]]:
                 f"{group['end']} and {row.get('start')}-{row.get('end')}); clip ids must name one window."
             )
         group["rows"].append(row)
-        group["positions"].append(position)
     return list(groups.values())
 
 
@@ -194,16 +191,18 @@ def _score_split(dataset, config: SelectConfig, split: str) -> tuple[list[dict],
     from vstar.curate.executors import get_executor
 
     groups = _clip_groups(dataset, config)
-    items = [
+    videos = dataset.select_columns(["video"])
+    # A generator: the local executor reads each clip's video (embedded bytes too) only when its batch is scored.
+    items = (
         {
             "id": g["id"],
-            "video": g["video"],
+            "video": videos[g["position"]]["video"],
             "start": g["start"],
             "end": g["end"],
             "captions": [r.get(config.caption_column) or None for r in g["rows"]],
         }
         for g in groups
-    ]
+    )
     executor = get_executor(config.executor, **config.executor_options())
     results = executor.map_batches(
         CaptionScorer,
@@ -229,7 +228,7 @@ def _score_split(dataset, config: SelectConfig, split: str) -> tuple[list[dict],
         else:
             best, reason = _decide(scores, config.min_score)
         row = dict(group["rows"][best if best is not None else 0])
-        row["video"] = group["video"]
+        row["video"] = videos[group["position"]]["video"]
         row.update(score=scores[best]["score"] if best is not None else None, scores=scores, reason=reason)
         (rejected if reason else kept).append(row)
     return kept, rejected

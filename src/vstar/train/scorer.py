@@ -2,9 +2,10 @@
 
 The loss is symmetric InfoNCE (`loss: infonce`) or MAMA's subtractive angular margin (`loss: angular_margin`,
 margin `mu` 0.05), both with a learnt logit scale starting at 100 (`vstar.train.contrastive`). With
-`sample_weighting: meta` each pair's loss is weighted by a Meta-Weight-Net (MAMA): a small MLP maps the loss to a
-weight and is trained through a one-step look-ahead of the scorer, so that the look-ahead model does best on a batch
-of a clean `meta_dataset`; the weights of every step are logged and saved (`sample_weights.parquet`). The saved model
+`sample_weighting: meta` each pair's loss is weighted by a Meta-Weight-Net (MAMA, `vstar.train.weighting`): a small
+MLP maps the loss to a weight and is trained through a one-step look-ahead of the scorer, so that the look-ahead
+model does best on a batch of a clean `meta_dataset`; the weights of every step are logged and saved
+(`sample_weights.parquet`). The saved model
 is what `vstar select --scorer` loads.
 
 ```bash
@@ -16,7 +17,6 @@ vstar train-scorer --pairs data/pairs --model runs/tiny-clip --output runs/score
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from datasets import Features, Value
 from torch import nn
@@ -47,6 +46,8 @@ from vstar.train.contrastive import (
 
 logger = logging.getLogger(__name__)
 
+# Per step and pair: its loss, its weight in the step (normalised to mean 1 over the batch) and the weight net's
+# output before normalisation, in (0, 1).
 SAMPLE_WEIGHT_FEATURES = Features(
     {
         "step": Value("int32"),
@@ -54,6 +55,7 @@ SAMPLE_WEIGHT_FEATURES = Features(
         "id": Value("string"),
         "loss": Value("float32"),
         "weight": Value("float32"),
+        "raw_weight": Value("float32"),
     }
 )
 
@@ -194,65 +196,6 @@ class _ScorerWithScale(nn.Module):
         return self.scorer.cosine(pixel_values, text_inputs), self.scale()
 
 
-class MetaWeightNet(nn.Module):
-    """Meta-Weight-Net (MAMA): an MLP 1 -> hidden -> 1 with a sigmoid, mapping a sample's loss to its weight.
-
-    Args:
-        hidden_size: the hidden width (64 in MAMA and Meta-Weight-Net).
-    """
-
-    def __init__(self, hidden_size: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(1, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1), nn.Sigmoid())
-
-    def forward(self, losses: torch.Tensor) -> torch.Tensor:
-        return self.net(losses.reshape(-1, 1)).reshape(-1)
-
-
-def _normalised(weights: torch.Tensor) -> torch.Tensor:
-    # MAMA's weights are normalised over the batch, so the weighted loss keeps the scale of a mean.
-    return weights / weights.sum().clamp_min(1e-8)
-
-
-def meta_step(
-    module: _ScorerWithScale,
-    weight_net: nn.Module,
-    weight_optimizer: torch.optim.Optimizer,
-    batch: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor | None],
-    meta_batch: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor | None],
-    loss_fn,
-    inner_lr: float,
-) -> None:
-    """One update of the weight net through a one-step look-ahead of the scorer (Meta-Weight-Net).
-
-    The scorer takes a virtual SGD step on the weighted training loss (`torch.func.functional_call`, graph kept);
-    the unweighted loss of that look-ahead scorer on the clean batch is backpropagated to the weight net.
-
-    Args:
-        module: the scorer's model and logit scale.
-        weight_net: maps per-pair losses `(B,)` to weights `(B,)` in (0, 1).
-        weight_optimizer: the weight net's optimizer.
-        batch: `((pixel_values, text_inputs), exclude)` of the training batch.
-        meta_batch: the same for a batch of clean pairs.
-        loss_fn: `loss_fn(cosine, scale, exclude=...)` -> per-pair losses.
-        inner_lr: step size of the virtual SGD step (the scorer's current learning rate).
-    """
-    from torch.func import functional_call
-
-    params = {name: p for name, p in module.named_parameters() if p.requires_grad}
-    (inputs, exclude), (meta_inputs, meta_exclude) = batch, meta_batch
-    cosine, scale = module(*inputs)
-    losses = loss_fn(cosine, scale, exclude=exclude)
-    weights = _normalised(weight_net(losses.detach()))
-    grads = torch.autograd.grad((weights * losses).sum(), list(params.values()), create_graph=True, allow_unused=True)
-    ahead = {name: p if g is None else p - inner_lr * g for (name, p), g in zip(params.items(), grads, strict=True)}
-    meta_cosine, meta_scale = functional_call(module, ahead, meta_inputs)
-    meta_loss = loss_fn(meta_cosine, meta_scale, exclude=meta_exclude).mean()
-    weight_optimizer.zero_grad()
-    meta_loss.backward(inputs=list(weight_net.parameters()))
-    weight_optimizer.step()
-
-
 def recall_at_1(scorer: VideoTextScorer, pairs: Pairs, batch_size: int = 64) -> float:
     """Video-to-text recall@1 over the distinct captions of `pairs`: the share of clips whose best-scoring caption
     is their own (clips that share a caption share its gallery entry)."""
@@ -269,6 +212,12 @@ def recall_at_1(scorer: VideoTextScorer, pairs: Pairs, batch_size: int = 64) -> 
             hits += sum(int(b) == index[t] for b, t in zip(best, pairs.texts[at : at + batch_size], strict=True))
     scorer.model.train(was_training)
     return hits / len(pairs)
+
+
+def _cosine_summary(cosine: torch.Tensor) -> dict[str, float]:
+    # The mean cosine of the batch's pairs and of its other combinations: the gap is what the scorer has learnt.
+    diagonal = torch.eye(len(cosine), dtype=torch.bool, device=cosine.device)
+    return {"pair_cosine": float(cosine[diagonal].mean()), "other_cosine": float(cosine[~diagonal].mean())}
 
 
 def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int):
@@ -329,10 +278,21 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
     steps_per_epoch = max(1, len(pairs) // batch_size)
     total = config.max_steps or max(1, math.ceil(config.num_epochs * steps_per_epoch))
     scheduler = _schedule(optimizer, total, int(config.warmup_ratio * total))
-    weight_net = weight_optimizer = None
+    weighting = None
     if meta is not None:
-        weight_net = MetaWeightNet(config.meta_hidden_size)
-        weight_optimizer = torch.optim.Adam(weight_net.parameters(), lr=config.meta_learning_rate)
+        from vstar.train.weighting import MetaWeighting
+
+        weighting = MetaWeighting(config.meta_hidden_size, config.meta_learning_rate, seed=config.seed)
+        params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def sample_losses(forward, batch) -> torch.Tensor:
+        # `forward` is the scorer under the current or the look-ahead weights; what it saw is kept for the log.
+        inputs, exclude = batch
+        cosine, s = forward(*inputs)
+        seen.append((cosine.detach(), s.detach()))
+        return contrastive_loss(config.loss, cosine, s, config.margin, exclude)
 
     def batch_of(data: Pairs, rows: list[int]):
         texts = [data.texts[i] for i in rows]
@@ -352,28 +312,22 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
                 rng.shuffle(epoch)
                 order += epoch
             rows, order = order[:batch_size], order[batch_size:]
-            batch, exclude = batch_of(pairs, rows)
-            weights = None
-            if weight_net is not None:
-                meta_rows = rng.sample(range(len(meta)), min(config.meta_batch_size, len(meta)))
-                meta_batch, meta_exclude = batch_of(meta, meta_rows)
-                meta_step(
-                    module,
-                    weight_net,
-                    weight_optimizer,
-                    (batch, exclude),
-                    (meta_batch, meta_exclude),
-                    functools.partial(contrastive_loss, config.loss, margin=config.margin),
-                    scheduler.get_last_lr()[0],
-                )
-            cosine, s = module(*batch)
-            losses = contrastive_loss(config.loss, cosine, s, config.margin, exclude)
-            if weight_net is not None:
-                with torch.no_grad():
-                    weights = _normalised(weight_net(losses.detach()))
-                loss = (weights * losses).sum()
-            else:
+            batch = batch_of(pairs, rows)
+            weights = raw_weights = None
+            if weighting is None:
+                cosine, s = module(*batch[0])
+                losses = contrastive_loss(config.loss, cosine, s, config.margin, batch[1])
                 loss = losses.mean()
+            else:
+                meta_rows = rng.sample(range(len(meta)), min(config.meta_batch_size, len(meta)))
+                seen.clear()
+                meta_step = weighting.step(
+                    module, params, sample_losses, batch, batch_of(meta, meta_rows), scheduler.get_last_lr()[0]
+                )
+                # The losses keep their graph: the real step needs no second forward. Weights average 1.
+                losses, weights, raw_weights = meta_step.losses, meta_step.weights, meta_step.raw_weights
+                loss = (weights * losses).mean()
+                cosine, s = seen[0]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -383,14 +337,16 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
                 "loss": float(losses.detach().mean()),
                 "scale": float(s.detach()),
                 "learning_rate": scheduler.get_last_lr()[0],
+                **_cosine_summary(cosine.detach()),
             }
             if weights is not None:
-                # Weights are normalised over the batch: times the batch size, 1 is the average weight.
-                raw = (weights * len(rows)).tolist()
-                last["weight_mean_raw"] = float(np.mean(raw))
+                last["raw_weight_mean"] = float(raw_weights.mean())
+                last["meta_loss"] = meta_step.meta_loss
                 weights_log += [
-                    {"step": step + 1, "row": r, "id": pairs.ids[r], "loss": float(v), "weight": float(w)}
-                    for r, v, w in zip(rows, losses.detach().tolist(), raw, strict=True)
+                    {"step": step + 1, "row": r, "id": pairs.ids[r], "loss": v, "weight": w, "raw_weight": raw}
+                    for r, v, w, raw in zip(
+                        rows, losses.detach().tolist(), weights.tolist(), raw_weights.tolist(), strict=True
+                    )
                 ]
             log.write(json.dumps(last) + "\n")
             if (step + 1) % config.log_every == 0 or step + 1 == total:
