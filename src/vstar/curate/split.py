@@ -24,7 +24,7 @@ import glob
 import logging
 import os
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from vstar.curate.detect import frames_needed, get_detector, read_frames
 from vstar.curate.embed import PIXELS, get_embedder
 from vstar.curate.executors import get_executor
-from vstar.curate.stitch import UNDECODED, Scene, StitchSettings, pieces, probe_frames, stitch
+from vstar.curate.stitch import TRANSITION, UNDECODED, Scene, StitchSettings, pieces, probe_frames, stitch
 from vstar.errors import ConfigError, InputError
 from vstar.video import VideoDecodeError, _describe
 
@@ -215,7 +215,7 @@ def split_video(
     out = VideoSplit(
         clips=[(at(c.start), at(c.end), c.reason) for c in clips],
         dropped=[(at(s.start), at(s.end), s.reason, s.detail) for s in dropped]
-        + [(at(lo), at(hi), "transition", f"{config.detector} transition frames") for lo, hi in gaps],
+        + [(at(lo), at(hi), TRANSITION, f"{config.detector} transition frames") for lo, hi in gaps],
         stats={
             "frames": count,
             "seconds": round(end_time - times[0], 3),
@@ -304,7 +304,9 @@ def _reencode(video: Any, start: float, end: float, path: str) -> str:
     return path
 
 
-def _video_files(pattern: str) -> list[Path]:
+def _video_files(pattern: str) -> list[tuple[Path, str]]:
+    """The video files a folder or glob names, each with its parent id: the path below the folder without its
+    suffix (with it where two files differ only in their suffix)."""
     from vstar.sources.base import VIDEO_EXTENSIONS
 
     path = Path(pattern)
@@ -319,7 +321,9 @@ def _video_files(pattern: str) -> list[Path]:
             f"--videos {pattern}: no video files there ({' '.join(VIDEO_EXTENSIONS[:6])} ...); give a folder of "
             "videos or a glob such as 'raw/*.mp4'."
         )
-    return [(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in files]
+    counts = Counter(stems)
+    return [(p, stem if counts[stem] == 1 else p.relative_to(root).as_posix()) for p, stem in zip(files, stems)]
 
 
 def _parents(config: SplitConfig) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
@@ -343,7 +347,12 @@ def _parents(config: SplitConfig) -> tuple[dict[str, list[dict[str, Any]]], dict
     from vstar.io import dataset_splits, load_split
 
     path = Path(config.dataset)
-    splits = dataset_splits(path) if path.is_dir() else ["train"]
+    if path.is_dir():
+        splits = dataset_splits(path)
+    else:
+        from datasets import get_dataset_split_names
+
+        splits = get_dataset_split_names(config.dataset)
     if not splits:
         raise InputError(f"--dataset {config.dataset}: no data/<split>-*.parquet files; give a vstar source dataset.")
     by_split: dict[str, list[dict[str, Any]]] = {}
