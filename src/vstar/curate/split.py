@@ -176,8 +176,11 @@ def split_video(
     def boundaries(found, end_time: float) -> None:
         for scene_end, scene_start in found:
             close(scene_end, end_time)
-            if scene_start > scene_end:
-                gaps.append((scene_end, scene_start))
+            # A transition longer than the detector's delay may begin inside a piece already emitted: the gap
+            # starts where that piece ends, so clips and dropped spans never overlap.
+            gap_start = max(scene_end, state["open"])
+            if scene_start > gap_start:
+                gaps.append((gap_start, scene_start))
             state["open"] = max(state["open"], scene_start)
             cuts.append(scene_start)
 
