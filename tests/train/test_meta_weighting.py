@@ -1,5 +1,6 @@
 """Meta-weighting (Meta-Weight-Net): the reusable look-ahead step, and `sample_weighting: meta` on the SFT path."""
 
+import pytest
 import torch
 
 from vstar.train.weighting import MetaWeighting, MetaWeightNet
@@ -70,3 +71,51 @@ def test_weight_net_initialisation_is_seeded_and_leaves_the_global_stream_alone(
     b = MetaWeighting(seed=5)
     assert torch.equal(expected, after)
     assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
+
+
+@pytest.mark.slow
+def test_sft_meta_weighting_down_weights_garbled_answers_and_trains_the_adapter(warm_models, shapes_dir, tmp_path):
+    """`sample_weighting: meta` on the real path (TRL trainer, PEFT LoRA, video collator): half the rows carry a
+    garbled answer, which the warm model (it knows the answer template) finds far less likely than a clean one; the
+    weight net, meta-trained on the clean seed set, learns to give those rows less weight."""
+    import pandas as pd
+    from conftest import SEED_CLIPS, training_config
+    from safetensors.torch import load_file
+
+    from vstar.demo import seed_rows, write_seed_dataset
+    from vstar.schema import conversation
+    from vstar.tasks.base import get_task
+    from vstar.train.sft import SAMPLE_WEIGHTS_FILE, train
+
+    rows = seed_rows(shapes_dir, SEED_CLIPS + 8, get_task("shapes"), seed=0)[2 * SEED_CLIPS :]
+    clip_ids = sorted({row["id"] for row in rows})
+    garbled = set(clip_ids[::2])
+    for row in rows:
+        if row["id"] in garbled:
+            row["answer"] = row["answer"][::-1]
+            row["messages"] = conversation(row["messages"][0]["content"][-1]["text"], row["answer"])
+    dataset = write_seed_dataset(tmp_path / "noisy", rows)
+    output = tmp_path / "model"
+    config = training_config(
+        model_name_or_path=str(warm_models["qwen2_5_vl"]),
+        output_dir=str(output),
+        dataset=str(dataset),
+        sample_weighting="meta",
+        meta_dataset=str(warm_models["seed"]),
+        meta_learning_rate=1e-2,
+        max_steps=10,
+        warmup_steps=0,
+    )
+    summary = train(config)
+    assert summary["global_step"] == 10
+
+    weights = pd.read_parquet(output / SAMPLE_WEIGHTS_FILE)
+    assert len(weights) == 10 * config.per_device_train_batch_size
+    assert set(weights["id"]) == set(clip_ids)
+    assert weights.groupby("step")["weight"].mean().round(5).eq(1.0).all()  # normalised per batch
+    late = weights[weights["step"] >= 5]
+    bad = late["id"].isin(garbled)
+    assert late.loc[bad, "loss"].mean() > late.loc[~bad, "loss"].mean()
+    assert late.loc[bad, "weight"].mean() < late.loc[~bad, "weight"].mean() - 0.1, late.groupby(bad)["weight"].mean()
+    adapter = load_file(str(output / "adapter_model.safetensors"))
+    assert any(tensor.abs().max() > 0 for name, tensor in adapter.items() if "lora_B" in name)
