@@ -134,16 +134,28 @@ def _prompt_text(value: str | None, default: str, setting: str) -> str:
 
 
 def types_text(types: Sequence[QuestionType], format: str) -> str:
-    """The question types as the prompt lists them: name, definition and the in-context example."""
+    """The question types as the prompt lists them: name, definition and the in-context example.
+
+    For multiple choice, one complete item (the first type's example with its options) follows the list: options
+    for every example would double the prompt (about 1,200 more tokens per description) for no new information.
+    """
     lines = []
     for t in types:
         example = t.example
         line = f"- {t.name}: {t.definition}"
         if example.get("question") and example.get("answer"):
             line += f" Example: Q: {example['question']} A: {example['answer']}"
-            if format == "multiple_choice" and example.get("options"):
-                line += " Options: " + json.dumps(example["options"], ensure_ascii=False)
         lines.append(line)
+    if format == "multiple_choice":
+        full = next((t for t in types if t.example.get("options")), None)
+        if full is not None:
+            item = {
+                "Dimension": full.name,
+                "Question": full.example["question"],
+                "Options": full.example["options"],
+                "Answer": full.example["answer"],
+            }
+            lines.append(f"\nOne complete item, for the {full.name} type: {json.dumps(item, ensure_ascii=False)}")
     return "\n".join(lines)
 
 
