@@ -106,7 +106,7 @@ def test_per_request_answer_limits(backend, rows):
 def test_run_generation_with_text_only_requests_resumes(backend, rows, tmp_path):
     settings = GenerationSettings(**SETTINGS)
     requests = mixed_requests(rows)
-    expected = dict(zip([r.key for r in requests], backend.generate(requests)))
+    expected = dict(zip([(r.id, r.attempt) for r in requests], backend.generate(requests)))
     out = tmp_path / "gen"
     assert run_generation(requests, backend, out, "mixed", settings, 0, 1) == 6
     saved = read_generations(out, "mixed")

@@ -1,11 +1,13 @@
 """Generation backends behind one interface; importing this package registers the built-in ones."""
 
-from vstar.generate import hf, vllm  # noqa: F401  (register the backends; vLLM itself is imported only when used)
+# Register the backends; vLLM and httpx are imported only when used.
+from vstar.generate import endpoint, hf, vllm  # noqa: F401
 from vstar.generate.base import (
     BACKENDS,
     GenerationBackend,
     GenerationRequest,
     GenerationSettings,
+    RequestFailed,
     get_backend,
     read_generations,
     read_skipped,
@@ -17,6 +19,7 @@ __all__ = [
     "GenerationBackend",
     "GenerationRequest",
     "GenerationSettings",
+    "RequestFailed",
     "get_backend",
     "read_generations",
     "read_skipped",
