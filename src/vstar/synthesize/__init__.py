@@ -6,6 +6,7 @@ vstar qa --captions data/captions --model Qwen/Qwen2.5-7B-Instruct --output data
 ```
 """
 
+from vstar.synthesize.captions import CAPTION_FEATURES, CaptionConfig, caption  # noqa: E402
 from vstar.synthesize.qa import QAConfig, generate_qa  # noqa: E402
 
-__all__ = ["QAConfig", "generate_qa"]
+__all__ = ["CAPTION_FEATURES", "CaptionConfig", "QAConfig", "caption", "generate_qa"]
