@@ -452,3 +452,36 @@ def test_full_option_answers_and_teacher_failures():
         assert row["answer"] == f"{letter}. {row['options']['ABCD'.index(letter)]}"
         assert task.verify(row["answer"], task.label(row)).passed
         assert row["messages"][0]["content"][1]["text"].endswith("followed by the full option.")
+
+
+@pytest.mark.slow
+def test_real_model_output_through_the_cli(format_teacher, tmp_path, capsys):
+    """`vstar qa` with a real (tiny, format-trained) text model on the transformers backend: what the model writes
+    is parsed, filtered and counted, whatever it is."""
+    from vstar.cli import main
+    from vstar.synthesize.qa_parse import REASONS
+    from vstar.testing.teachers import VIDEO_ANSWER
+
+    captions = write_captions(
+        tmp_path,
+        {"clip-1": VIDEO_ANSWER, "clip-2": VIDEO_ANSWER.replace("red", "blue")},
+        teachers=("teacher-a@abc", "teacher-b@def"),
+    )
+    recipe = tmp_path / "qa.yaml"
+    recipe.write_text(f"captions: {captions}\nmodel: {format_teacher}\nmax_new_tokens: 160\nbatch_size: 4\n")
+    main(["qa", "--config", str(recipe), "--output", str(tmp_path / "qa")])
+    report = json.loads((tmp_path / "qa" / "qa_report.json").read_text())
+    accepted = load_dataset(str(tmp_path / "qa"), split="train")
+    rejected = load_dataset(str(tmp_path / "qa"), "rejected", split="train")
+    assert report["requests"] == 8 and report["unanswered_requests"] == 0
+    assert set(report["rejected_by_reason"]) == set(REASONS)
+    assert report["accepted"] == len(accepted) and report["rejected"] == len(rejected)
+    assert sum(report["rejected_by_reason"].values()) == len(rejected)
+    # The model learnt the open format: its items parse, one per type, from each clip's first description; the
+    # second teacher's description of the same clip gives the same questions, which are near-duplicates.
+    open_rows = [r for r in accepted if r["format"] == "open"]
+    assert open_rows and {r["teacher"] for r in open_rows} == {"teacher-a@abc"}
+    assert report["rejected_by_reason"]["near_duplicate"] >= len(open_rows)
+    assert all(r["generator"].startswith(str(format_teacher)) for r in accepted)
+    assert all(r["verification"]["reason"] in REASONS for r in rejected)
+    (tmp_path / "qa_report_real_model.json").write_text(json.dumps(report, indent=2))
