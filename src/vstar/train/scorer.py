@@ -5,8 +5,7 @@ margin `mu` 0.05), both with a learnt logit scale starting at 100 (`vstar.train.
 `sample_weighting: meta` each pair's loss is weighted by a Meta-Weight-Net (MAMA, `vstar.train.weighting`): a small
 MLP maps the loss to a weight and is trained through a one-step look-ahead of the scorer, so that the look-ahead
 model does best on a batch of a clean `meta_dataset`; the weights of every step are logged and saved
-(`sample_weights.parquet`). The saved model
-is what `vstar select --scorer` loads.
+(`sample_weights.parquet`). The saved model is what `vstar select --scorer` loads.
 
 ```bash
 vstar train-scorer --pairs data/pairs --model runs/tiny-clip --output runs/scorer --loss angular_margin
@@ -74,7 +73,13 @@ class ScorerTrainConfig:
     output: str = field(default="runs/scorer", metadata={"help": "Folder the trained scorer is written to."})
     loss: str = field(default="infonce", metadata={"help": "`infonce` or `angular_margin` (MAMA)."})
     margin: float = field(default=DEFAULT_MARGIN, metadata={"help": "Angular margin mu in radians (MAMA: 0.05)."})
-    init_log_scale: float = field(default=INIT_LOG_SCALE, metadata={"help": "Starting log of the logit scale."})
+    init_log_scale: float = field(
+        default=INIT_LOG_SCALE,
+        metadata={
+            "help": "Starting log of the logit scale: ln 100 (4.605), where a pretrained CLIP's ends, as MAMA "
+            "fine-tunes; from random weights ln(1/0.07) = 2.659 (CLIP's start) avoids the angular margin's collapse."
+        },
+    )
     learn_scale: bool = field(default=True, metadata={"help": "Learn the logit scale (else keep it fixed)."})
     exclude_same_text: bool = field(
         default=True,
