@@ -257,12 +257,20 @@ def export_llava(
     files = _VideoFiles(root, outside_root, directory)
     records, skipped = [], []
     for row in tqdm(dataset, total=len(dataset), desc="LLaVA records", unit="row"):
+        if not row["messages"] or not any(m.get("role") == "user" for m in row["messages"]):
+            # A rejected row of a malformed output has no conversation to write.
+            skipped.append({"id": row["id"], "reason": "no conversation: the row has no user turn"})
+            continue
         try:
-            video = files.relative(row["video"])
+            record = llava_record(row, "", media_token, data_source)
+            record["video"] = files.relative(row["video"])
         except FileNotFoundError as err:
             skipped.append({"id": row["id"], "reason": f"missing video: {err}"})
             continue
-        records.append(llava_record(row, video, media_token, data_source))
+        except InputError as err:
+            skipped.append({"id": row["id"], "reason": f"messages: {err}"})
+            continue
+        records.append(record)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")

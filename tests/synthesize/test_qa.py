@@ -370,22 +370,27 @@ def test_train_on_qa_rows_and_evaluate_choice_rows(qa_run, tiny_model_dirs, tmp_
     """`vstar train`'s trainer runs on the QA dataset; its choice rows are evaluated by the multiple-choice task."""
     import math
 
-    from conftest import training_config
-
     from vstar.evaluate.run import evaluate_model
     from vstar.generate.base import get_backend
     from vstar.tasks import get_task
-    from vstar.train.sft import train
+    from vstar.train.sft import VStarSFTConfig, train
 
     _, config, _, _ = qa_run
     model = tiny_model_dirs["qwen2_5_vl"]
     summary = train(
-        training_config(
+        VStarSFTConfig(
             model_name_or_path=str(model),
             output_dir=str(tmp_path / "model"),
             dataset=config.output,
+            finetuning="lora",
             max_steps=3,
             per_device_train_batch_size=4,
+            learning_rate=2e-3,
+            num_frames=8,
+            activation_checkpointing=False,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
         )
     )
     assert summary["global_step"] == 3 and math.isfinite(summary["train_loss"]) and summary["num_rows"] == 46
@@ -485,3 +490,30 @@ def test_real_model_output_through_the_cli(format_teacher, tmp_path, capsys):
     assert all(r["generator"].startswith(str(format_teacher)) for r in accepted)
     assert all(r["verification"]["reason"] in REASONS for r in rejected)
     (tmp_path / "qa_report_real_model.json").write_text(json.dumps(report, indent=2))
+
+
+def test_qa_dataset_exports_to_llava_and_back(qa_run, tmp_path):
+    from vstar.export import export_llava
+    from vstar.sources.llava import LlavaConfig, build_llava
+
+    _, config, _, _ = qa_run
+    summary = export_llava(config.output, tmp_path / "qa.json", video_root=tmp_path / "videos")
+    records = json.loads((tmp_path / "qa.json").read_text())
+    assert summary["records"] == len(records) == 46 and summary["skipped"] == []
+    choice = next(r for r in records if r["id"].endswith("/multiple_choice/count"))
+    assert choice["conversations"][0]["value"].startswith("<image>\nHow many times")
+    assert choice["conversations"][0]["value"].endswith("Please respond with only the letter of the correct answer.")
+    assert choice["data_source"] == "shapes"
+    back = build_llava(
+        LlavaConfig(
+            annotations=[str(tmp_path / "qa.json")], videos=str(tmp_path / "videos"), output=str(tmp_path / "b")
+        )
+    )
+    rebuilt = {r["id"]: r for r in load_dataset(str(back), split="train")}
+    for row in load_dataset(config.output, split="train"):
+        again = rebuilt[row["id"]]
+        assert again["messages"] == row["messages"]
+        assert (again["format"], again["options"], again["answer"]) == (row["format"], row["options"], row["answer"])
+    # The rejected config exports what has a conversation; a malformed output's row has none and is listed.
+    rejected = export_llava(config.output, tmp_path / "rejected.json", dataset_config="rejected")
+    assert any(s["reason"].startswith("no conversation") for s in rejected["skipped"])
