@@ -11,32 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Features, Value, Video, load_dataset
+from datasets import Value, load_dataset
 
 from vstar.cli import main as cli_main
 from vstar.curate.select import SelectConfig, select_captions
 from vstar.io import split_file, write_parquet
 from vstar.sources.shapes import render_clip
+from vstar.synthesize.captions import caption_features
 from vstar.testing.scorers import build_colour_pairs, build_tiny_scorer, colour_caption
 from vstar.video import write_video
 
 COLOURS = ("red", "blue", "green", "yellow")
 FRAMES_PER_SEGMENT = 8  # 1 s at 8 fps
 
-# What `vstar caption` writes (one row per clip and teacher); written here until its schema is importable.
-CAPTION_FEATURES = Features(
-    {
-        "id": Value("string"),
-        "video": Video(decode=False),
-        "start": Value("float64"),
-        "end": Value("float64"),
-        "teacher": Value("string"),
-        "clip_descriptions": [Value("string")],
-        "summaries": [Value("string")],
-        "description": Value("string"),
-        "label": Value("string"),
-    }
-)
+# What `vstar caption` writes (one row per clip and teacher), with the source's label column after its own.
+CAPTION_FEATURES = caption_features({"label": Value("string")})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +71,7 @@ def captions(tmp_path_factory) -> tuple[Path, dict[str, str]]:
                         "start": float(k),
                         "end": float(k + 1),
                         "teacher": teacher,
-                        "clip_descriptions": [text],
+                        "clip_descriptions": [{"start": float(k), "end": float(k + 1), "text": text}],
                         "summaries": [],
                         "description": text,
                         "label": colour,
