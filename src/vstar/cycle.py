@@ -62,7 +62,8 @@ from vstar.plots import plot_cycles
 from vstar.rundir import RunLock, check_resume_settings
 from vstar.subsets import select_subset
 from vstar.tasks.base import Task, load_task
-from vstar.train.sft import VStarSFTConfig, merge_adapter, train
+from vstar.train.losses import cycle_noise_estimate
+from vstar.train.sft import VStarSFTConfig, merge_adapter, seed_meta_dataset, train
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class CycleRunner:
             train_config.num_frames, train_config.video_fps, train_config.seed
         )
         self.evaluation = config.evaluation_settings(self.generation)
+        if train_config.sample_weighting == "meta" and not train_config.meta_dataset:
+            train_config.meta_dataset = seed_meta_dataset(config.control_dataset)
         self._backend: tuple[str, GenerationBackend] | None = None
         self._sources: dict[str, dict[str, Any]] | None = None
         self._eval_rows: list[dict[str, Any]] | None = None
@@ -244,7 +247,15 @@ class CycleRunner:
         self.state.mark(stage, stats)
         return stats
 
-    def _train(self, stage: str, dataset: str, output: Path, start: ModelRef, max_steps: int | None = None):
+    def _train(
+        self,
+        stage: str,
+        dataset: str,
+        output: Path,
+        start: ModelRef,
+        max_steps: int | None = None,
+        noise_estimate: float | None = None,
+    ):
         from vstar.train.sft import (
             latest_checkpoint,
             read_train_summary,
@@ -263,6 +274,8 @@ class CycleRunner:
         config.resume_from_checkpoint = "last"
         if max_steps is not None:
             config.max_steps = max_steps
+        if noise_estimate is not None:  # adaptive_tailr's gamma (docs/noise.md)
+            config.tailr_noise_estimate = noise_estimate
         identity = json.loads(json.dumps(training_identity(config)))
 
         def ours(summary: dict[str, Any] | None) -> bool:
@@ -587,7 +600,11 @@ class CycleRunner:
             start = self.model_ref(cycle - 1 if self.config.cycle_init == "previous" else 0)
             dataset_dir = self.run_dir / f"cycle-{cycle}" / "dataset"
             summary = self._train(
-                f"cycle-{cycle}/train", str(dataset_dir), self.run_dir / f"cycle-{cycle}" / "model", start
+                f"cycle-{cycle}/train",
+                str(dataset_dir),
+                self.run_dir / f"cycle-{cycle}" / "model",
+                start,
+                noise_estimate=cycle_noise_estimate(stats),
             )
             metrics = self._evaluate(
                 cycle, self.model_ref(cycle), self.run_dir / f"cycle-{cycle}" / "eval", f"cycle-{cycle}/evaluate"
@@ -660,7 +677,8 @@ class CycleRunner:
         if not counts["rows"]:
             logger.warning("Cycle %d has no direct answers: no final model is trained.", best)
             return None
-        summary = self._train("final/train", str(dataset_dir), final_dir / "model", self.model_ref(0))
+        noise = cycle_noise_estimate(self.state.data["stages"].get(f"cycle-{best}/assemble"))
+        summary = self._train("final/train", str(dataset_dir), final_dir / "model", self.model_ref(0), None, noise)
         ref = self._trained_ref(final_dir / "model")
         metrics = self._evaluate(best, ref, final_dir / "eval", "final/evaluate")
         final = {

@@ -1,5 +1,6 @@
 """Token-weighted SFT losses (`loss_type: ce | tailr | adaptive_tailr`) on the real TRL training path."""
 
+import copy
 import json
 import os
 import subprocess
@@ -212,3 +213,24 @@ def _config_keys() -> set[str]:
         "num_frames",
         "seed",
     }
+
+
+def test_the_loop_sets_adaptive_gamma_from_the_cycles_direct_yield(tiny_model_dirs, shapes_dir, tmp_path):
+    from conftest import small_cycle_config
+
+    from vstar.cycle import CycleRunner
+    from vstar.train.losses import cycle_noise_estimate
+
+    assert cycle_noise_estimate({"direct_yield": 0.25}) == 0.75
+    assert cycle_noise_estimate({"direct_yield": None}) is None and cycle_noise_estimate(None) is None
+    train_config = training_config(
+        model_name_or_path=str(tiny_model_dirs[ARCH]), output_dir=str(tmp_path / "t"), loss_type="adaptive_tailr"
+    )
+    runner = CycleRunner(small_cycle_config(tmp_path / "run", shapes_dir), train_config)
+    # What `_train` gives the trainer for a cycle whose direct answers passed a quarter of the time.
+    config = copy.deepcopy(runner.train_config)
+    config.tailr_noise_estimate = cycle_noise_estimate({"direct_yield": 0.25})
+    assert config.token_loss().gamma == pytest.approx(0.75)
+    assert training_identity(config)["token_loss"]["gamma"] == pytest.approx(0.75)
+    config.tailr_noise_estimate = cycle_noise_estimate({"direct_yield": 0.99})
+    assert config.token_loss().gamma == pytest.approx(config.adaptive_gamma_min)

@@ -119,3 +119,21 @@ def test_sft_meta_weighting_down_weights_garbled_answers_and_trains_the_adapter(
     assert late.loc[bad, "weight"].mean() < late.loc[~bad, "weight"].mean() - 0.1, late.groupby(bad)["weight"].mean()
     adapter = load_file(str(output / "adapter_model.safetensors"))
     assert any(tensor.abs().max() > 0 for name, tensor in adapter.items() if "lora_B" in name)
+
+
+def test_the_loop_meta_trains_on_its_seed_set(tiny_model_dirs, shapes_dir, tmp_path):
+    from conftest import small_cycle_config, training_config
+
+    from vstar.cycle import CycleRunner
+    from vstar.errors import ConfigError
+
+    def runner(control):
+        train_config = training_config(
+            model_name_or_path=str(tiny_model_dirs["qwen2_5_vl"]), output_dir="unused", sample_weighting="meta"
+        )
+        config = small_cycle_config(tmp_path / f"run-{control is not None}", shapes_dir, control_dataset=control)
+        return CycleRunner(config, train_config)
+
+    assert runner(str(tmp_path / "seed")).train_config.meta_dataset == str(tmp_path / "seed")
+    with pytest.raises(ConfigError, match="meta_dataset"):
+        runner(None)

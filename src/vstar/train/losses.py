@@ -26,7 +26,9 @@ vstar train --config recipes/demo/config_shapes_tiny.yaml --loss_type tailr --ta
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,6 +60,17 @@ def adaptive_gamma(noise_estimate: float, gamma_min: float, gamma_max: float) ->
         gamma_min, gamma_max: the range gamma is kept in.
     """
     return float(min(max(noise_estimate, gamma_min), gamma_max))
+
+
+def cycle_noise_estimate(stats: Mapping[str, Any] | None) -> float | None:
+    """vstar's noise estimate of a loop cycle's accepted answers: the share of its clips whose direct answer by the
+    previous model failed verification (1 - the cycle's direct yield), or None when the cycle has no such count.
+
+    The weaker the model that wrote a cycle's answers, the more of its accepted rationales are right by luck or only
+    thanks to the hint; so gamma follows the generator's measured error and anneals as the flywheel improves it.
+    """
+    direct_yield = (stats or {}).get("direct_yield")
+    return None if direct_yield is None else float(min(max(1.0 - direct_yield, 0.0), 1.0))
 
 
 @dataclass

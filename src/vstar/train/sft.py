@@ -480,6 +480,15 @@ def write_sample_weights(trainer, output_dir: str | Path) -> Path | None:
     return path
 
 
+def seed_meta_dataset(control_dataset: str | None) -> str:
+    """`vstar cycle`'s default `meta_dataset`: the loop's seed set, which it names as `control_dataset`."""
+    if not control_dataset:
+        raise ConfigError(
+            "sample_weighting meta needs a clean meta set: pass --meta_dataset, or --control_dataset with the seed set"
+        )
+    return control_dataset
+
+
 def load_meta_rows(config: VStarSFTConfig):
     """The clean rows of `meta_dataset` (the seed set in a loop)."""
     from vstar.io import load_split
