@@ -17,6 +17,7 @@ from datasets import Features, Value, Video, load_dataset
 
 from vstar.generate.base import GenerationBackend, GenerationSettings, RequestFailed
 from vstar.synthesize import QAConfig, generate_qa
+from vstar.synthesize.captions import caption_features
 from vstar.synthesize.qa_parse import (
     ANSWER_NOT_AN_OPTION,
     BAD_OPTIONS,
@@ -34,22 +35,8 @@ from vstar.synthesize.qa_parse import (
 from vstar.video import write_video
 
 TYPES = load_question_types()
-SPAN = {"start": Value("float64"), "end": Value("float64"), "text": Value("string")}
-# The columns of `vstar caption`'s output (written here until its features are importable).
-CAPTION_FEATURES = Features(
-    {
-        "id": Value("string"),
-        "video": Video(decode=False),
-        "start": Value("float64"),
-        "end": Value("float64"),
-        "teacher": Value("string"),
-        "clip_descriptions": [SPAN],
-        "summaries": [SPAN],
-        "description": Value("string"),
-        "source": Value("string"),
-        "label": Value("string"),
-    }
-)
+# `vstar caption`'s columns, then the source's label columns.
+CAPTION_FEATURES = caption_features({"source": Value("string"), "label": Value("string")})
 
 
 def test_sixteen_types_with_examples():
