@@ -109,6 +109,7 @@ class ScorerTrainConfig:
     )
     log_every: int = field(default=10, metadata={"help": "Steps between log lines."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for CPU runs."})
+    device: str | None = field(default=None, metadata={"help": "Where training runs (default: cuda when present)."})
 
     def __post_init__(self):
         _check_choice(self, "loss", LOSSES)
@@ -258,7 +259,10 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
     rng = random.Random(config.seed)
     # The look-ahead differentiates twice, which PyTorch's fused CPU attention kernels do not support.
     attention = "eager" if config.sample_weighting == "meta" else None
-    scorer = VideoTextScorer.from_pretrained(config.model, num_frames=config.num_frames, attn_implementation=attention)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scorer = VideoTextScorer.from_pretrained(
+        config.model, num_frames=config.num_frames, device=device, attn_implementation=attention
+    )
     pairs = load_pairs(scorer, config.pairs, config.split, config.text_column, config.pairs_revision)
     if len(pairs) < 2:
         raise InputError(
@@ -273,7 +277,7 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
     meta = None
     if config.sample_weighting == "meta":
         meta = load_pairs(scorer, config.meta_dataset, config.meta_split, config.text_column)
-    scale = LogitScale(config.init_log_scale)
+    scale = LogitScale(config.init_log_scale).to(device)
     scale.log_scale.requires_grad_(config.learn_scale)
     module = _ScorerWithScale(scorer, scale)
     module.train()
@@ -287,7 +291,7 @@ def train_scorer(config: ScorerTrainConfig) -> dict[str, Any]:
     if meta is not None:
         from vstar.train.weighting import MetaWeighting
 
-        weighting = MetaWeighting(config.meta_hidden_size, config.meta_learning_rate, seed=config.seed)
+        weighting = MetaWeighting(config.meta_hidden_size, config.meta_learning_rate, seed=config.seed, device=device)
         params = {name: p for name, p in module.named_parameters() if p.requires_grad}
 
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
