@@ -334,3 +334,18 @@ def test_a_window_far_into_a_file_is_reached_by_seeking(long_video, content_resu
     window = split_video(long_video.path, SplitConfig(max_seconds=5), start=21.0)
     assert window.clips == [clip for clip in content_result.clips if clip[0] >= 22.0]
     assert window.dropped[0][:3] == (21.0, 22.0, "short")  # the static shot's last second
+
+
+def test_the_fast_frame_score_is_pyscenedetects():
+    """Same scores as the stock `ContentDetector` on frames of every kind of difference (so the same cuts)."""
+    from scenedetect import ContentDetector, FrameTimecode
+
+    from vstar.curate.detect import _fast_content_detector
+
+    rng = np.random.default_rng(0)
+    stock, fast = ContentDetector(), _fast_content_detector()()
+    base = rng.integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    for i in range(40):
+        image = base if i % 3 == 0 else rng.integers(0, 256, (144, 256, 3), dtype=np.uint8) // (1 + i % 4)
+        timecode = FrameTimecode(i, 30.0)
+        assert fast._calculate_frame_score(timecode, image) == stock._calculate_frame_score(timecode, image)
