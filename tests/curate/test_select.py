@@ -173,3 +173,18 @@ def test_ray_and_local_executors_give_identical_rows(trained_scorer, captions, t
     finally:
         ray.shutdown()
     assert load_dataset(str(local), split="train").to_list() == load_dataset(str(on_ray), split="train").to_list()
+
+
+def test_the_selection_is_pairs_train_scorer_reads(trained_scorer, captions, tmp_path):
+    # The caption flywheel: what select keeps (clip windows and their best captions) trains the next scorer.
+    from vstar.train.scorer import ScorerTrainConfig, train_scorer
+
+    captions_dir, truth = captions
+    selected = select_captions(
+        SelectConfig(captions=str(captions_dir), scorer=str(trained_scorer), output=str(tmp_path / "s"))
+    )
+    metrics = train_scorer(
+        ScorerTrainConfig(pairs=str(selected), model=str(trained_scorer), output=str(tmp_path / "next"), max_steps=2,
+                          batch_size=4, eval_split="train")
+    )  # fmt: skip
+    assert metrics["pairs"] == len(truth) and metrics["recall_at_1"] == 1.0
