@@ -306,3 +306,23 @@ def test_endpoint_settings_are_checked_and_key_the_answers(teacher):
     assert generation_key(EndpointBackend("m", settings=moved), moved, requests) == key
     png = settings_for(teacher, image_format="png")
     assert generation_key(EndpointBackend("m", settings=png), png, requests)["image_format"] == "png"
+
+
+def test_vstar_generate_with_an_endpoint_teacher(teacher, shapes_dir, tmp_path, caplog):
+    from vstar.cli import main
+
+    out = tmp_path / "gen"
+    command = ["generate", "--model", "teacher-model", "--backend", "endpoint", "--endpoint_url", teacher.url,
+               "--api_key_env", KEY_ENV, "--max_concurrency", "2", "--num_frames", "3", "--output_dir", str(out),
+               "--dataset", str(shapes_dir), "--split", "test", "--task", "shapes", "--limit", "5"]  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        main(command)
+    answers = read_generations(out, "direct")
+    assert len(answers) == 5 and sum(teacher.tries.values()) == 5
+    assert all(a["answer"].endswith("| 3 images [(64, 64)] | max 256 | system None") for a in answers)
+    assert {a["generator"] for a in answers} == {f"endpoint:teacher-model@{teacher.url}"}
+    main(command)  # resumed: nothing asked again
+    assert sum(teacher.tries.values()) == 5
+    for path in out.rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in caplog.text

@@ -375,7 +375,7 @@ def test_run_generation_resumes_through_chunk_files(fake_vllm, tiny_model_dirs, 
     assert run_generation(requests, get_backend(settings, model), tmp_path, "direct", settings, 0, 1) == 4
     assert sum(len(call["prompts"]) for call in FakeLLM.instances[-1].calls) == 4
     rows_out = read_generations(tmp_path, "direct")
-    expected = {r.key: r for r in requests}
+    expected = {(r.id, r.attempt): r for r in requests}
     assert [(r["id"], r["attempt"]) for r in rows_out] == sorted(expected)
     for row in rows_out:
         request = expected[(row["id"], row["attempt"])]
