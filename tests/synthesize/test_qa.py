@@ -504,3 +504,26 @@ def test_qa_dataset_exports_to_llava_and_back(qa_run, tmp_path):
     # The rejected config exports what has a conversation; a malformed output's row has none and is listed.
     rejected = export_llava(config.output, tmp_path / "rejected.json", dataset_config="rejected")
     assert any(s["reason"].startswith("no conversation") for s in rejected["skipped"])
+
+
+@pytest.mark.slow
+def test_caption_then_qa_then_llava(format_teacher, tmp_path):
+    """The synthesis path from the command line: `vstar caption` output is `vstar qa` input, whose dataset
+    exports to LLaVA JSON and builds back."""
+    from vstar.cli import main
+    from vstar.sources.shapes import ShapesConfig, build_shapes
+
+    source = build_shapes(ShapesConfig(output=str(tmp_path / "shapes"), num_train=4, num_validation=0, num_test=0))
+    teacher = str(format_teacher)
+    main(["caption", "--dataset", str(source), "--teacher", teacher, "--output", str(tmp_path / "captions")])
+    main(["qa", "--captions", str(tmp_path / "captions"), "--model", teacher, "--output", str(tmp_path / "qa")])
+    report = json.loads((tmp_path / "qa" / "qa_report.json").read_text())
+    assert report["caption_rows"] == 4 and report["requests"] == 8
+    accepted = load_dataset(str(tmp_path / "qa"), split="train")
+    assert len(accepted) == report["accepted"] > 0
+    assert set(accepted["clip_id"]) <= set(load_dataset(str(source), split="train")["id"])
+    main(["export", "--format", "llava", str(tmp_path / "qa"), str(tmp_path / "qa.json")])
+    main(["build", "llava", "--annotations", str(tmp_path / "qa.json"), "--videos", str(tmp_path / "videos")]
+         + ["--output", str(tmp_path / "back")])  # fmt: skip
+    back = {r["id"]: r["messages"] for r in load_dataset(str(tmp_path / "back"), split="train")}
+    assert back == {r["id"]: r["messages"] for r in accepted}
