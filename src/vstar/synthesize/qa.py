@@ -237,7 +237,8 @@ def qa_requests(
 
 def balanced_letters(keys: Sequence[tuple[str, str]], seed: int) -> dict[tuple[str, str], str]:
     """The correct letter of each choice item: every letter the same number of times (at most one apart), which
-    item gets which drawn from `seed` alone, so a rerun and any process give the same letters.
+    item gets which drawn from `seed` and the set of kept items, so a rerun and any process give the same letters
+    (a rerun that answers requests that failed before keeps more items, and may deal the letters anew).
 
     Args:
         keys: `(caption key, question type)` of every kept choice item.
