@@ -200,6 +200,10 @@ def test_frames_go_as_images_and_text_requests_as_text(teacher, rows, tmp_path):
     assert "top_p" not in body  # greedy
     jpeg = backend_for(settings_for(teacher)).prepare(requests[:1]).bodies[0]["messages"][0]["content"][0]
     assert jpeg["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    # Samples of one prompt get their own seeds.
+    again = GenerationRequest("summary-1", "summary", "", "ok summary 1")
+    again.sample = 2
+    assert [b["seed"] for b in backend.prepare([requests[-1], again]).bodies] == [0, 2]
 
 
 def test_concurrency_is_limited(teacher, tmp_path):

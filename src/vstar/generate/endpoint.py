@@ -152,7 +152,8 @@ def chat_body(
         "messages": messages,
         "max_tokens": max_new_tokens(request, settings),
         "temperature": max(settings.temperature, 0.0),
-        "seed": settings.seed,
+        # Several samples of one prompt must not share a seed, or a seeded server gives one answer n times.
+        "seed": settings.seed + getattr(request, "sample", 0),
     }
     if settings.temperature > 0:
         body["top_p"] = settings.top_p
