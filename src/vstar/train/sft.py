@@ -497,6 +497,9 @@ def load_meta_rows(config: VStarSFTConfig):
         raise ConfigError(
             "sample_weighting meta needs --meta_dataset: a small clean instruction dataset (a loop's seed set)"
         )
+    from vstar.configs import check_reference
+
+    check_reference(config.meta_dataset, "meta_dataset", "clean instruction dataset")
     rows = load_split(config.meta_dataset, config.meta_dataset_split, config.meta_dataset_config)
     if len(rows) == 0:
         raise ConfigError(f"meta_dataset {config.meta_dataset} ({config.meta_dataset_split}) is empty")
