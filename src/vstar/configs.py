@@ -114,6 +114,23 @@ class CycleConfig:
         },
     )
     eval_top_p: float = field(default=1.0, metadata={"help": "Held-out evaluation's nucleus mass (when sampling)."})
+    num_samples_per_clip: int = field(
+        default=1,
+        metadata={
+            "help": "Answers asked per clip in each generation pass (with `temperature` > 0 they differ): hard "
+            "clips still contribute, and rejection-sampling variants of STaR can be run."
+        },
+    )
+    max_accepted_per_clip: int | None = field(
+        default=None,
+        metadata={"help": "Most distinct verified answers kept per clip (default: every one)."},
+    )
+    rationalization_temperature: float | None = field(
+        default=None, metadata={"help": "Temperature of the hinted retries (default: `temperature`)."}
+    )
+    rationalization_top_p: float | None = field(
+        default=None, metadata={"help": "Nucleus mass of the hinted retries (default: `top_p`)."}
+    )
     generation_chunk_size: int = field(
         default=256, metadata={"help": "Answers per result file: the unit of resumption and of sharding over ranks."}
     )
@@ -157,6 +174,10 @@ class CycleConfig:
         _check_range(self, "top_p", 0, 1, low_open=True)
         _check_range(self, "eval_temperature", 0)
         _check_range(self, "eval_top_p", 0, 1, low_open=True)
+        _check_range(self, "num_samples_per_clip", 1)
+        _check_range(self, "max_accepted_per_clip", 1, optional=True)
+        _check_range(self, "rationalization_temperature", 0, optional=True)
+        _check_range(self, "rationalization_top_p", 0, 1, low_open=True, optional=True)
         _check_range(self, "generation_chunk_size", 1)
         _check_range(self, "generation_decode_workers", 1)
         _check_range(self, "vllm_tensor_parallel_size", 1)
@@ -190,6 +211,20 @@ class CycleConfig:
             max_model_len=self.vllm_max_model_len,
             lora_mode=self.vllm_lora_mode,
             max_lora_rank=self.vllm_max_lora_rank,
+        )
+
+    def pass_settings(self, generation: GenerationSettings, attempt: str) -> GenerationSettings:
+        """A generation pass's settings: the hinted retries may sample with their own temperature and top-p."""
+        from dataclasses import replace
+
+        if attempt != "rationalized":
+            return generation
+        return replace(
+            generation,
+            temperature=generation.temperature
+            if self.rationalization_temperature is None
+            else self.rationalization_temperature,
+            top_p=generation.top_p if self.rationalization_top_p is None else self.rationalization_top_p,
         )
 
     def evaluation_settings(self, generation: GenerationSettings) -> GenerationSettings:
@@ -364,11 +399,16 @@ def _check_recipe_value(path: str, key: str, value: Any, action) -> None:
     if value is None or isinstance(value, str):
         return
     expected = action.type
-    wrong = (expected is int and (isinstance(value, bool) or not isinstance(value, int))) or (
-        expected is float and (isinstance(value, bool) or not isinstance(value, int | float))
-    )
-    if action.nargs == "+" and not isinstance(value, list):
-        wrong = True
+
+    def wrong_item(item: Any) -> bool:
+        return (expected is int and (isinstance(item, bool) or not isinstance(item, int))) or (
+            expected is float and (isinstance(item, bool) or not isinstance(item, int | float))
+        )
+
+    if action.nargs == "+":  # a list setting (`reward_weights: [1.0, 0.1]`): check its items
+        wrong = not isinstance(value, list) or any(wrong_item(item) for item in value)
+    else:
+        wrong = wrong_item(value)
     if wrong:
         kind = "a list" if action.nargs == "+" else getattr(expected, "__name__", str(expected))
         raise ConfigError(f"recipe {path}: {key} must be {kind}, not {value!r}")
