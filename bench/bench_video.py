@@ -1,8 +1,9 @@
 """Frame sampling: `vstar.video.sample_frames(path, num_frames=8)` against decoding everything, and against decord.
 
-Run: `PYTHONPATH=src python bench/bench_video.py [--quick] [--repeats 5]`; the ratios are also written to
+Run: `PYTHONPATH=src python bench/bench_video.py [--quick] [--repeats 7]`; the ratios are also written to
 `bench/results.json` (keys `frame_sampling_10s`, `frame_sampling_60s` against the baseline below,
-`frame_sampling_60s_per_cpu_s` the same on CPU time, `frame_sampling_60s_vs_decord`,
+`frame_sampling_60s_per_cpu_s` the same on CPU time, `frame_sampling_60s[_per_cpu_s]_unheld` against the baseline
+that does not hold its frames, `frame_sampling_60s_vs_decord`,
 `frame_sampling_{10,60}s_vs_decode_wanted` against the stricter one, and `frame_sampling_ts_vs_decode_all` on an
 MPEG-TS stream copy of the 60 s clip).
 
@@ -14,13 +15,17 @@ with a moving, changing box, so the stream holds the usual I/P/B frames rather t
 to get the same 8 frames:
 
 - baseline: decode every frame into an RGB array and index the wanted ones, the way `torchvision.io.read_video`
-  or a list comprehension over `container.decode()` does (it holds every frame: 4 GB for the 60 s clip);
+  or a list comprehension over `container.decode()` does (it holds every frame: 4 GB for the 60 s clip, which the
+  kernel faults in anew on every call: 1-5 CPU-s of the baseline's 8-12 are page faults, and they vary most);
+- baseline, unheld (60 s clip only): the same decoding and conversion of every frame, keeping only the wanted ones,
+  so the page faults are left out of the comparison;
 - decode wanted: PyAV decodes from the first frame but converts only the wanted frames, stopping after the last
   (the `read_video_pyav` helper of the transformers docs and LLaVA-style code): a stricter baseline;
 - decord: `decord.VideoReader(path).get_batch(indices)`, the decoder LLaVA-style training code uses (skipped if
   decord is not installed: `pip install -e '.[bench]'`);
 - vstar: `sample_frames`, which seeks to the keyframe before a target when that keyframe lies ahead, skips the
-  frames nothing refers to on the way and decodes keyframe runs in parallel (one decoder per core).
+  frames nothing refers to on the way (and the reference frames no target depends on) and decodes keyframe runs in
+  parallel (one decoder per core).
 
 The MPEG-TS copy (`-c copy` into a transport stream, as broadcast and camcorder files are) has no index: a seek there
 is a search over timestamps that can land after the keyframe asked for, so vstar checks every seek against its packet
@@ -33,8 +38,31 @@ only the frames nothing refers to are skipped); the gain grows as keyframes get 
 All three must return the same frames (same indices, pixel content within a small tolerance; decord carries its
 own FFmpeg build): the script stops with an error otherwise. Each call opens the file anew (opening and indexing
 are part of the cost); the methods take turns in every repetition so load from other processes spreads over all
-of them, and the median wall time per call is compared. The CPU column is the process's CPU time over all its
-threads: when it exceeds the wall time, threads ran in parallel, and on a busy machine wall times are noisy.
+of them, and the median wall time per call is compared; the table gives each median with the range of the calls,
+and the ratios of the calls made in the same repetition are printed too (their range is how far one measurement
+strays). The CPU column is the process's CPU time over all its threads: when it exceeds the wall time, threads ran
+in parallel, and on a busy machine wall times are noisy.
+
+vstar's CPU time is almost all decoding: of the 60 s clip's 1,500 frames, the reference frames from the keyframe
+before each target (about 557 with the targets, ~3.9 ms each in one thread), of which some 150 reference B-frames
+(x264's B-pyramid) that no target depends on go to the decoder as slice headers only (`vstar.h264`: the decoder's
+reference bookkeeping stays exact; leaving them out altogether makes FFmpeg fill the gap in frame numbers, and the
+frames come out wrong). What is left (the packet index and slice headers, opening the file per decoder, converting
+8 frames) is under 0.1 s.
+
+All three must return the same frames (same indices, pixel content within a small tolerance; decord carries its
+own FFmpeg build): the script stops with an error otherwise. Each call opens the file anew (opening and indexing
+are part of the cost); the methods take turns in every repetition so load from other processes spreads over all
+of them, and the median wall time per call is compared; the table gives each median with the range of the calls,
+and the ratios of the calls made in the same repetition are printed too (their range is how far one measurement
+strays). The CPU column is the process's CPU time over all its threads: when it exceeds the wall time, threads ran
+in parallel, and on a busy machine wall times are noisy.
+
+vstar's CPU time is almost all decoding: about 557 of the 60 s clip's 1,500 frames (every reference frame from the
+keyframe before each target, plus the targets), ~3.9 ms each in one thread; what is left (the packet index, opening
+the file per decoder, converting 8 frames) is under 0.1 s. Reference B-frames (x264's B-pyramid) no decoded frame
+refers to cannot be left out: FFmpeg's decoder then fills the gap in frame numbers with copies and its reference
+bookkeeping goes wrong (frames differ by up to 61), so that exactness sets the floor.
 `--quick` uses short, small clips and one repetition to check that everything runs; it records nothing.
 """
 
@@ -45,6 +73,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,6 +90,7 @@ FPS = 25
 # Largest mean absolute pixel difference (0-255) still counted as the same frame; neighbouring frames of the clips
 # differ far more, because the background pans and the box moves every frame.
 SAME_FRAME_TOLERANCE = 2.0
+UNHELD = "decode every frame, unheld"
 
 
 def make_clip(path: Path, seconds: float, width: int, height: int, fps: int = FPS) -> Path:
@@ -131,6 +161,18 @@ def decode_every_frame(path: Path) -> np.ndarray:
     return np.stack([frames[i] for i in expected_indices(len(frames))])
 
 
+def decode_every_frame_unheld(path: Path) -> np.ndarray:
+    """The baseline without holding the frames: every frame still decoded and converted, only the wanted kept."""
+    with av.open(str(path)) as container:
+        indices = expected_indices(container.streams.video[0].frames)
+        wanted, frames = set(indices), {}
+        for i, frame in enumerate(container.decode(video=0)):
+            array = frame.to_ndarray(format="rgb24")
+            if i in wanted:
+                frames[i] = array
+    return np.stack([frames[i] for i in indices])
+
+
 def decode_wanted_pyav(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         indices = expected_indices(container.streams.video[0].frames)
@@ -172,25 +214,41 @@ def check_same_frames(path: Path, methods: dict[str, Callable[[Path], np.ndarray
             raise SystemExit(f"{path.name}: {name} and vstar differ (mean abs difference per frame {diffs.round(2)})")
 
 
-def measure(
-    path: Path, methods: dict[str, Callable[[Path], np.ndarray]], repeats: int
-) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds per call of each method, the methods taking turns in every repetition."""
-    walls: dict[str, list[float]] = {name: [] for name in methods}
-    cpus: dict[str, list[float]] = {name: [] for name in methods}
+@dataclass
+class Timing:
+    """Seconds per call of one method, one entry per repetition: wall time, process CPU time (all threads), and the
+    kernel's share of that CPU time (page faults: the baseline's 4 GB of frames are faulted in anew every call)."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    system: list[float] = field(default_factory=list)
+
+    def median(self, kind: str) -> float:
+        return statistics.median(getattr(self, kind))
+
+    def spread(self, kind: str) -> str:
+        values = getattr(self, kind)
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def measure(path: Path, methods: dict[str, Callable[[Path], np.ndarray]], repeats: int) -> dict[str, Timing]:
+    """Time every method `repeats` times, the methods taking turns in every repetition (so load from other
+    processes falls on all of them alike, and per-repetition ratios compare calls made at the same moment)."""
+    timings = {name: Timing() for name in methods}
     for _ in range(repeats):
         for name, method in methods.items():
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, system = time.perf_counter(), time.process_time(), os.times().system
             method(path)
-            walls[name].append(time.perf_counter() - wall)
-            cpus[name].append(time.process_time() - cpu)
-    return {name: (statistics.median(walls[name]), statistics.median(cpus[name])) for name in methods}
+            timings[name].wall.append(time.perf_counter() - wall)
+            timings[name].cpu.append(time.process_time() - cpu)
+            timings[name].system.append(os.times().system - system)
+    return timings
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short 640 x 360 clips, one repetition, no recording")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method and clip")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per method and clip")
     args = parser.parse_args(argv)
     width, height, lengths = (640, 360, (2, 12)) if args.quick else (1280, 720, (10, 60))
     repeats = 1 if args.quick else args.repeats
@@ -211,38 +269,65 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     clips = {s: make_clip(CACHE / f"pan-{width}x{height}-{FPS}fps-{s}s.mp4", s, width, height) for s in lengths}
     print(f"clips ready in {time.perf_counter() - started:.1f} s ({CACHE})")
 
-    timings = {}
-    for seconds, path in clips.items():
-        check_same_frames(path, {name: m for name, m in methods.items() if name != "vstar"})
-        timings[seconds] = measure(path, methods, repeats)
     short, long = lengths
+    timings: dict[int | str, dict[str, Timing]] = {}
+    for seconds, path in clips.items():
+        clip_methods = dict(methods)
+        if seconds == long:
+            # Only the long clip: it is where holding every frame costs the most.
+            clip_methods = {UNHELD: decode_every_frame_unheld, **methods}
+        check_same_frames(path, {name: m for name, m in clip_methods.items() if name != "vstar"})
+        timings[seconds] = measure(path, clip_methods, repeats)
     ts_path = make_ts_copy(clips[long])
     ts_methods = {"decode every frame": decode_every_frame, "vstar": vstar_sample}
     check_same_frames(ts_path, {"decode every frame": decode_every_frame})
     timings["ts"] = measure(ts_path, ts_methods, repeats)
 
-    print(f"\n{NUM_FRAMES} evenly spaced frames of a {width}x{height} H.264 clip at {FPS} fps, median of {repeats}")
-    print(f"{'clip':>6}  {'method':<18} {'wall s/call':>11} {'CPU s/call':>10} {'baseline / this':>15}")
+    print(
+        f"\n{NUM_FRAMES} evenly spaced frames of a {width}x{height} H.264 clip at {FPS} fps: median [min-max] of "
+        f"{repeats} calls; CPU counts every thread, of it 'sys' the kernel's time (page faults)"
+    )
+    print(f"{'clip':>6}  {'method':<26} {'wall s/call':>18} {'CPU s/call':>18} {'sys':>5} {'baseline / this':>15}")
     for seconds, rows in timings.items():
-        base = rows["decode every frame"][0]
+        base = rows["decode every frame"].median("wall")
         label = f"{long}s TS" if seconds == "ts" else f"{seconds}s"
-        for name, (wall, cpu) in rows.items():
-            print(f"{label:>6}  {name:<18} {wall:>11.3f} {cpu:>10.3f} {base / wall:>14.2f}x")
+        for name, t in rows.items():
+            print(
+                f"{label:>6}  {name:<26} {t.median('wall'):>6.3f} [{t.spread('wall'):>9}] "
+                f"{t.median('cpu'):>6.3f} [{t.spread('cpu'):>9}] {t.median('system'):>5.2f} "
+                f"{base / t.median('wall'):>14.2f}x"
+            )
 
-    def ratio(seconds: int | str, baseline: str, measure: int = 0) -> float:
-        return round(timings[seconds][baseline][measure] / timings[seconds]["vstar"][measure], 2)
+    def ratio(seconds: int | str, baseline: str, kind: str = "wall") -> float:
+        return round(timings[seconds][baseline].median(kind) / timings[seconds]["vstar"].median(kind), 2)
+
+    def per_repetition(seconds: int | str, baseline: str, kind: str = "wall") -> str:
+        """The ratio of the calls made in each repetition: how far one measurement can stray from the median."""
+        rows = timings[seconds]
+        ratios = [b / v for b, v in zip(getattr(rows[baseline], kind), getattr(rows["vstar"], kind), strict=True)]
+        return f"median {statistics.median(ratios):.2f}x, {min(ratios):.2f}-{max(ratios):.2f}x"
 
     results = {
         "frame_sampling_10s": ratio(short, "decode every frame"),
         "frame_sampling_60s": ratio(long, "decode every frame"),
-        "frame_sampling_60s_per_cpu_s": ratio(long, "decode every frame", measure=1),
+        "frame_sampling_60s_per_cpu_s": ratio(long, "decode every frame", kind="cpu"),
+        "frame_sampling_60s_unheld": ratio(long, UNHELD),
+        "frame_sampling_60s_per_cpu_s_unheld": ratio(long, UNHELD, kind="cpu"),
         "frame_sampling_ts_vs_decode_all": ratio("ts", "decode every frame"),
         "frame_sampling_10s_vs_decode_wanted": ratio(short, "decode wanted"),
         "frame_sampling_60s_vs_decode_wanted": ratio(long, "decode wanted"),
     }
     if "decord" in methods:
         results["frame_sampling_60s_vs_decord"] = ratio(long, "decord")
-    print("ratios (higher = vstar faster): " + ", ".join(f"{k} {v}x" for k, v in results.items()))
+    print("ratios of the medians (higher = vstar faster): " + ", ".join(f"{k} {v}x" for k, v in results.items()))
+    print("per-repetition ratios:")
+    for label, args_ in {
+        "frame_sampling_60s": (long, "decode every frame"),
+        "frame_sampling_60s_per_cpu_s": (long, "decode every frame", "cpu"),
+        "frame_sampling_60s_per_cpu_s_unheld": (long, UNHELD, "cpu"),
+        "frame_sampling_ts_vs_decode_all": ("ts", "decode every frame"),
+    }.items():
+        print(f"  {label}: {per_repetition(*args_)}")
     return record(results, quick=args.quick)
 
 

@@ -3,7 +3,8 @@
 Every file is made here with PyAV: H.264 stream copies into MP4, Matroska, FLV, MPEG-TS and M2TS; MPEG-4 in AVI, VP9
 in WebM; MPEG-2 in program and transport streams; stream-copy cuts like `ffmpeg -ss A -i in.mp4 -c copy out.mp4` (the
 MP4 muxer writes an edit list that hides the pre-roll packets); a transport stream starting mid-GOP; phone-style
-rotated MP4 and MOV files; a video that starts a second after its audio; a raw H.264 stream without times. The
+rotated MP4 and MOV files; a video that starts a second after its audio; a raw H.264 stream without times; x264's
+B-pyramid (superfast preset) in MP4, MPEG-TS, with three slices per frame, and cut. The
 reference is PyAV decoding every frame in order (what a player shows), turned by the display rotation; every sampled
 frame must equal it exactly, at the claimed index and time.
 
@@ -37,11 +38,24 @@ def _texture_frames(count: int, seed: int = 0) -> list[np.ndarray]:
     return [texture[:, 3 * t : 3 * t + width].copy() for t in range(count)]
 
 
-def _encode(path: Path, fmt: str, codec: str = "libx264", count: int = 90, rotation: float | None = None) -> Path:
+# x264's fast presets: one reference for P-frames and the B-pyramid (a reference B-frame in every group of B-frames),
+# B-frames in every group (the moving texture would otherwise get none); `vstar.h264` then finds reference B-frames
+# that no target depends on.
+B_PYRAMID = {"g": "24", "bframes": "3", "preset": "superfast", "b_strategy": "0"}
+
+
+def _encode(
+    path: Path,
+    fmt: str,
+    codec: str = "libx264",
+    count: int = 90,
+    rotation: float | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
     with av.open(str(path), "w", format=fmt) as container:
         if codec == "libx264":
             # B-frames and a keyframe every 24 frames: several keyframe intervals, reordered frames.
-            stream = container.add_stream(codec, rate=FPS, options={"g": "24", "bframes": "3"})
+            stream = container.add_stream(codec, rate=FPS, options=options or {"g": "24", "bframes": "3"})
         elif codec != "mpeg2video":
             stream = container.add_stream(codec, rate=FPS, options={"g": "24"})
         else:
@@ -108,6 +122,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("containers")
     mp4 = _encode(root / "h264.mp4", "mp4")
     ts = _remux(mp4, root / "h264.ts", "mpegts")
+    pyramid = _encode(root / "pyramid.mp4", "mp4", options=B_PYRAMID)
     return {
         "mp4": mp4,
         "mkv": _remux(mp4, root / "h264.mkv", "matroska"),
@@ -129,6 +144,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "mp4 rotate 90": _encode(root / "rot90.mp4", "mp4", rotation=-90),
         "mp4 rotate 180": _encode(root / "rot180.mp4", "mp4", rotation=180),
         "mp4 rotate 270": _encode(root / "rot270.mp4", "mp4", rotation=90),
+        "mp4 B-pyramid": pyramid,
+        "ts B-pyramid": _remux(pyramid, root / "pyramid.ts", "mpegts"),
+        "mp4 B-pyramid, 3 slices": _encode(root / "slices.mp4", "mp4", options={**B_PYRAMID, "slices": "3"}),
+        "mp4 B-pyramid cut": _remux(pyramid, root / "pyramid-cut.mp4", "mp4", cut=1.32),
     }
 
 
@@ -158,7 +177,8 @@ MODES = ["one thread", "frame threads", "parallel runs", "bytes"]
     [
         "mp4", "mkv", "flv", "avi mpeg4", "webm vp9", "ts", "m2ts", "ts mid-GOP start", "mpeg2 ps", "mpeg2 ts",
         "mp4 cut, long pre-roll", "mp4 cut, one pre-roll packet", "mkv video after audio", "ts video after audio",
-        "mp4 rotate 90", "mp4 rotate 180", "mp4 rotate 270", "mov rotate 90",
+        "mp4 rotate 90", "mp4 rotate 180", "mp4 rotate 270", "mov rotate 90", "mp4 B-pyramid", "ts B-pyramid",
+        "mp4 B-pyramid, 3 slices", "mp4 B-pyramid cut",
     ],
 )  # fmt: skip
 def test_frames_are_the_ones_a_player_shows(files, references, name, mode, monkeypatch):
@@ -246,6 +266,34 @@ def test_seeks_in_transport_streams_are_checked(files, references, monkeypatch):
     for index, frame in zip(clip.indices, clip.frames):
         np.testing.assert_array_equal(frame, frames[index])
     assert len(seeks) == 4 and all(landed is not None for _, landed in seeks[1:])
+
+
+@pytest.mark.parametrize("name", ["mp4 B-pyramid", "ts B-pyramid", "mp4 B-pyramid, 3 slices", "mp4 B-pyramid cut"])
+def test_reference_b_frames_no_target_needs_are_not_decoded(files, references, name, monkeypatch):
+    # On the way to a target, x264's reference B-frames that nothing decoded refers to go to the decoder as slice
+    # headers only (its reference bookkeeping stays exact); the frames are still the player's.
+    cut = []
+    original = video._Reader._headers_only
+
+    def counting(self, packet, header_bytes):
+        cut.append(packet.pts)
+        return original(self, packet, header_bytes)
+
+    monkeypatch.setattr(video._Reader, "_headers_only", counting)
+    times, frames = references[name]
+    for request in ({"num_frames": 2}, {"num_frames": 5}, {"num_frames": 1, "start": 2.0}):
+        clip = sample_frames(files[name], **request)
+        window = [i for i, t in enumerate(times) if t >= (request.get("start") or 0.0) - 1e-6]
+        for index, frame in zip(clip.indices, clip.frames, strict=True):
+            np.testing.assert_array_equal(frame, frames[window[index]])
+    assert len(cut) >= 3, cut
+
+
+def test_other_streams_decode_every_reference_frame(files, monkeypatch):
+    # x264's default preset (three references, B-frames chosen per frame) and other codecs: nothing is cut.
+    monkeypatch.setattr(video._Reader, "_headers_only", lambda *args: pytest.fail("a picture was cut"))
+    for name in ("mp4", "ts", "mpeg2 ps", "webm vp9"):
+        sample_frames(files[name], num_frames=2)
 
 
 @pytest.mark.parametrize(

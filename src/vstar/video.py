@@ -13,7 +13,9 @@ it must be the ones the index has there, starting at or before the keyframe, and
 the target; else the seek goes earlier, down to decoding from the start. What the demuxer can do decides the rest,
 per file: where it seeks through an index of the stream (MP4, Matroska with cues, AVI, FLV with keyframe metadata),
 keyframe runs of large frames decode in parallel, one decoder per core; a timestamp search (MPEG-TS/PS) decodes them
-in turn in one decoder. On the way to a target, H.264/HEVC frames that no other frame refers to are not decoded.
+in turn in one decoder. On the way to a target, H.264/HEVC frames that no other frame refers to are not decoded, nor
+are H.264 reference frames that no target depends on (x264's reference B-frames, found from the slice headers by
+`vstar.h264`): they reach the decoder as slice headers only, which keeps its reference bookkeeping exact.
 
 ```python
 from vstar.video import sample_frames
@@ -39,6 +41,8 @@ from typing import Any
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from vstar import h264
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +164,7 @@ SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})
 # Packets this far past the stream's first keyframe (in decode order) are enough for every frame shown before it
 # to come out of the decoder's reordering delay.
 _REORDER_WINDOW = 32
+_DECODER_SIDE_DATA = ("new_extradata", "param_change")
 _SEEK_TO_PTS = av.format.Flags.seek_to_pts.value
 _TS_DISCONT = av.format.Flags.ts_discont.value
 
@@ -181,6 +186,8 @@ class _Index:
             FLV with keyframe metadata), not by a search over timestamps that can land elsewhere (MPEG-TS/PS).
         second: one second in the stream's time base.
         earliest: the smallest timestamp of the stream; seeking before it means decoding from the start.
+        nal_format, coded: for H.264, how packets hold NAL units and the start of every packet's slices (decode
+            order), to find the reference pictures no wanted frame depends on (`vstar.h264`).
     """
 
     pts: list[int]
@@ -190,6 +197,8 @@ class _Index:
     exact_seeks: bool
     second: int
     earliest: int
+    nal_format: h264.NalFormat | None = None
+    coded: list[h264.Coded] | None = None
 
     @property
     def key_pts(self) -> list[int]:
@@ -203,7 +212,15 @@ def _build_index(container, stream, reopen: Callable[[], Any]) -> _Index | None:
     flags = container.format.flags
     # Whether seeks are exact is known before the demux pass: TS/PS demuxers add index entries while reading.
     exact = len(stream.index_entries) > 0 and not flags & _TS_DISCONT
-    packets = [(p.pts, p.dts, p.is_keyframe, p.is_discard) for p in container.demux(stream) if p.size]
+    nal_format = (
+        h264.NalFormat.from_extradata(stream.codec_context.extradata) if stream.codec_context.name == "h264" else None
+    )
+    packets, coded = [], []
+    for p in container.demux(stream):
+        if p.size:
+            packets.append((p.pts, p.dts, p.is_keyframe, p.is_discard))
+            if nal_format is not None:
+                coded.append(nal_format.scan(p))
     if not packets:
         raise VideoDecodeError("no video packets")
     shown = [pts for pts, _, _, discard in packets if not discard]
@@ -226,6 +243,8 @@ def _build_index(container, stream, reopen: Callable[[], Any]) -> _Index | None:
         exact,
         max(1, round(1 / time_base)),
         min(stamps),
+        nal_format,
+        coded if nal_format is not None else None,
     )
     if keys:
         _drop_undecodable_lead(index, packets, reopen)
@@ -369,18 +388,33 @@ class _Reader:
         before, down to the start."""
         while True:
             packets, landed = self._seek(key)
+            cut = self._headers_only_plan(key, run) if fast else {}
             try:
-                return self._decode_from(packets, run, fast, landed)
+                return self._decode_from(packets, run, fast, landed, cut)
             except _SeekFailed:
                 key = key - 1 if key else None
 
+    def _headers_only_plan(self, key: int | None, run: list[int]) -> dict[int, list[int]]:
+        """pts -> slice header sizes of the H.264 reference pictures between keyframe `key` and the run's last
+        target that no target depends on: sent as headers only (see `vstar.h264`)."""
+        index = self.index
+        if index.coded is None or key is None:
+            return {}
+        start = index.keys[key][2]
+        needed = {index.order[index.pts[t]] - start for t in run}
+        if min(needed) < 0:
+            return {}
+        pictures = [coded.picture() for coded in index.coded[start : start + max(needed) + 1]]
+        return {index.stamps[start + i][0]: pictures[i].header_bytes for i in h264.removable(pictures, needed)}
+
     def _decode_from(
-        self, packets: Iterator, run: list[int], fast: bool, landed: int | None
+        self, packets: Iterator, run: list[int], fast: bool, landed: int | None, cut: dict[int, list[int]]
     ) -> tuple[dict[int, np.ndarray], bool]:
         """`fast` skips decoding the frames nothing refers to (most B-frames: some 40% of an x264 stream with
-        default settings) except the targets themselves, and drains the decoder once the last target's packet is in
-        instead of decoding further frames until the decoder's delay lets the target out. A frame the decoder
-        dropped is replaced by the nearest frame after it (or the last one).
+        default settings) except the targets themselves, sends the H.264 pictures in `cut` (pts -> slice header
+        sizes) as headers only, and drains the decoder once the last target's packet is in instead of decoding
+        further frames until the decoder's delay lets the target out. A frame the decoder dropped is replaced by the
+        nearest frame after it (or the last one).
 
         `landed` is the decode position of the first packet after a seek (`None` when reading from the start):
         then every packet must be the one the demux pass saw there, and the first frame must not lie after the
@@ -419,6 +453,14 @@ class _Reader:
                 is_target = packet.pts in wanted
                 if fast:
                     codec.skip_frame = "DEFAULT" if is_target else "NONREF"
+                    # A new packet keeps no flags or side data: pre-roll (discard), keyframes and packets that change
+                    # the decoder's parameters go whole (other side data only describes the picture not shown).
+                    if (
+                        packet.pts in cut
+                        and not (packet.is_discard or packet.is_keyframe)
+                        and not any(packet.has_sidedata(kind) for kind in _DECODER_SIDE_DATA)
+                    ):
+                        packet = self._headers_only(packet, cut[packet.pts])
                 take(codec.decode(packet if packet.size else None))
                 sent += is_target
                 if not pending:
@@ -436,6 +478,11 @@ class _Reader:
         for target in pending:
             decoded[target] = self._rgb(last)
         return decoded, exact and not pending
+
+    def _headers_only(self, packet, header_bytes: list[int]):
+        cut = av.Packet(self.index.nal_format.headers_only(bytes(packet), header_bytes))
+        cut.pts, cut.dts, cut.time_base = packet.pts, packet.dts, packet.time_base
+        return cut
 
     def _rgb(self, frame) -> np.ndarray:
         self.rotation = (-round(frame.rotation / 90) * 90) % 360
