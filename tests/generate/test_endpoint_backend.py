@@ -259,9 +259,10 @@ def test_an_unreachable_server_is_reported_per_request(monkeypatch, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     settings = GenerationSettings(backend="endpoint", endpoint_url=url, api_key_env=KEY_ENV, max_retries=1)
     requests = [GenerationRequest("a", "summary", "", "ok a"), GenerationRequest("b", "summary", "", "ok b")]
+    requests.append(GenerationRequest("c", "clip", "", "ok c", str(tmp_path / "gone.mp4")))  # never sent
     assert run_generation(requests, backend_for(settings), tmp_path, "teach", settings, 0, 1) == 0
     kinds = {s["id"]: s["kind"] for s in read_skipped(tmp_path, "teach")}
-    assert kinds == {"a": "connection_error", "b": "connection_error"}
+    assert kinds == {"a": "connection_error", "b": "connection_error", "c": "unreadable_clip"}
 
 
 def test_the_key_is_never_written_or_logged(teacher, rows, tmp_path, caplog):
