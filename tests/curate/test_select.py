@@ -188,3 +188,15 @@ def test_the_selection_is_pairs_train_scorer_reads(trained_scorer, captions, tmp
                           batch_size=4, eval_split="train")
     )  # fmt: skip
     assert metrics["pairs"] == len(truth) and metrics["recall_at_1"] == 1.0
+
+
+def test_an_output_folder_holding_something_else_is_not_replaced(trained_scorer, captions, tmp_path):
+    from vstar.errors import InputError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an earlier `vstar select` output"):
+        select_captions(
+            SelectConfig(captions=str(captions[0]), scorer=str(trained_scorer), output=str(tmp_path / "mine"))
+        )
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -354,6 +354,12 @@ def select_captions(config: SelectConfig) -> Path:
         return output
     check_reference(config.captions, "captions", "caption dataset")
     check_reference(config.scorer, "scorer", "video-text scorer")
+    if output.exists() and any(output.iterdir()) and not (output / REPORT_FILE).is_file():
+        # The output folder is replaced as a whole: never one that holds something else.
+        raise InputError(
+            f"--output {output} exists and is not an earlier `vstar select` output (no {REPORT_FILE}); "
+            "give a new or empty folder."
+        )
     from vstar.scoring import SCORER_FILE
 
     splits = _caption_splits(config)
