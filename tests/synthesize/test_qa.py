@@ -8,7 +8,9 @@ Run: `python -m pytest tests/synthesize/test_qa.py -q`
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -527,3 +529,67 @@ def test_caption_then_qa_then_llava(format_teacher, tmp_path):
          + ["--output", str(tmp_path / "back")])  # fmt: skip
     back = {r["id"]: r["messages"] for r in load_dataset(str(tmp_path / "back"), split="train")}
     assert back == {r["id"]: r["messages"] for r in accepted}
+
+
+class _TeacherServer(ThreadingHTTPServer):
+    """Chat completions on the loopback that refuse (400) or fail (500) by the description, else answer with
+    hand-written QA JSON: the failures a teacher API gives, through the real endpoint backend."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _TeacherHandler)
+        self.parts: list[list[str]] = []
+
+
+class _TeacherHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        content = body["messages"][-1]["content"]
+        parts = [content] if isinstance(content, str) else [p for p in content]
+        self.server.parts.append([p if isinstance(p, str) else p["type"] for p in parts])
+        prompt = parts[-1] if isinstance(parts[-1], str) else parts[-1]["text"]
+        if "REFUSED" in prompt:
+            status, payload = 400, {"error": "this request is not allowed"}
+        elif "BROKEN" in prompt:
+            status, payload = 500, {"error": "internal error"}
+        else:
+            text = scripted_output(prompt)
+            status, payload = 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_endpoint_teacher_failures_are_rejected_on_their_rows(tmp_path):
+    server = _TeacherServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        captions = write_captions(
+            tmp_path,
+            {"ok": "A red square moves left.", "refused": "REFUSED clip.", "broken": "BROKEN clip."},
+        )
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        settings = GenerationSettings(backend="endpoint", endpoint_url=url, max_retries=0, max_new_tokens=2048)
+        config = QAConfig(captions=str(captions), model="teacher-llm", output=str(tmp_path / "qa"))
+        report = generate_qa(config, settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(parts == ["text"] for parts in server.parts)  # text only: no image was sent
+    assert report["rejected_by_reason"]["teacher_failure"] == 2 * 2
+    rejected = load_dataset(str(tmp_path / "qa"), "rejected", split="train")
+    details = {
+        r["clip_id"]: r["verification"]["fields"][0]["detail"]
+        for r in rejected
+        if r["verification"]["reason"] == "teacher_failure"
+    }
+    assert details["refused"].startswith("client_error (HTTP 400)")
+    assert details["broken"].startswith("server_error (HTTP 500)")
+    assert report["accepted_by_format"] == {"open": 16, "multiple_choice": 14}
