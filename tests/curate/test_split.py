@@ -91,6 +91,7 @@ def test_stitching_drops_the_dissolve_and_the_static_shot_and_splits_the_long_on
     assert any(lo <= dissolve <= hi for lo, hi in transitions)
 
 
+@pytest.mark.slow  # ~15 s on two idle cores (TransNetV2 on CPU: ~40 frames/s), more when they are busy
 def test_transnetv2_on_the_same_video(long_video):
     result = split_video(long_video.path, SplitConfig(detector="transnetv2", max_seconds=5))
     found = [round(t * FPS) for t in result.stats["cut_times"]]

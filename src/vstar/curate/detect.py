@@ -311,10 +311,10 @@ class ContentDetector:
 _MODELS: dict[str, object] = {}
 
 
-def _transnetv2():
+def _transnetv2(device: str = "cpu"):
     """The pretrained network, built once per process; its constructor reseeds torch, NumPy and `random` and turns
     on deterministic algorithms, so the caller's random state and settings are put back."""
-    if "model" not in _MODELS:
+    if device not in _MODELS:
         import torch
 
         try:
@@ -326,13 +326,13 @@ def _transnetv2():
         states = torch.get_rng_state(), np.random.get_state(), random.getstate()
         deterministic = torch.are_deterministic_algorithms_enabled()
         try:
-            _MODELS["model"] = TransNetV2(device="cpu").eval()
+            _MODELS[device] = TransNetV2(device=device).eval()
         finally:
             torch.set_rng_state(states[0])
             np.random.set_state(states[1])
             random.setstate(states[2])
             torch.use_deterministic_algorithms(deterministic)
-    return _MODELS["model"]
+    return _MODELS[device]
 
 
 class TransNetV2Detector:
@@ -340,16 +340,18 @@ class TransNetV2Detector:
 
     Args:
         threshold: transition probability above which a frame is a transition frame.
+        device: where the network runs.
     """
 
     name = "transnetv2"
     WINDOW, STEP, CONTEXT = 100, 50, 25
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, device: str = "cpu"):
         import torch
 
         self.threshold = threshold
-        self.model = _transnetv2()
+        self.model = _transnetv2(device)
+        self.device = device
         self.torch = torch
         self.buffer: list[np.ndarray] = []
         self.predicted = 0  # frames with a prediction
@@ -378,10 +380,10 @@ class TransNetV2Detector:
         while len(self.buffer) >= self.WINDOW or (final and self.predicted < self.seen):
             if len(self.buffer) < self.WINDOW:
                 self.buffer += [self.buffer[-1]] * (self.WINDOW - len(self.buffer))
-            window = self.torch.from_numpy(np.stack(self.buffer[: self.WINDOW]))[None]
+            window = self.torch.from_numpy(np.stack(self.buffer[: self.WINDOW]))[None].to(self.device)
             with self.torch.inference_mode():
                 single, _ = self.model.predict_raw(window)
-            probabilities = single[0, self.CONTEXT : self.CONTEXT + self.STEP, 0].numpy()
+            probabilities = single[0, self.CONTEXT : self.CONTEXT + self.STEP, 0].float().cpu().numpy()
             for p in probabilities[: max(0, self.seen - self.predicted)]:
                 out += self._verdict(self.predicted, float(p))
                 self.predicted += 1
@@ -409,7 +411,7 @@ class TransNetV2Detector:
         return [(end, start) for end, start in out if 0 < start or end < start]
 
 
-def get_detector(name: str, fps: float, threshold: float | None = None, min_scene_len: int = 15):
+def get_detector(name: str, fps: float, threshold: float | None = None, min_scene_len: int = 15, device: str = "cpu"):
     """The detector named `name` (`content` or `transnetv2`) for a video at `fps`.
 
     Args:
@@ -417,11 +419,12 @@ def get_detector(name: str, fps: float, threshold: float | None = None, min_scen
         fps: the video's frame rate.
         threshold: the detector's threshold (default: 25 for content, 0.5 for transnetv2).
         min_scene_len: the content detector's minimum scene length in frames.
+        device: where TransNetV2 runs (`cpu`, `cuda`).
     """
     if name == "content":
         return ContentDetector(25.0 if threshold is None else threshold, min_scene_len, fps)
     if name == "transnetv2":
-        return TransNetV2Detector(0.5 if threshold is None else threshold)
+        return TransNetV2Detector(0.5 if threshold is None else threshold, device)
     raise ValueError(f"unknown detector {name!r}: content or transnetv2")
 
 

@@ -74,16 +74,18 @@ class TransformersEmbedder:
     Args:
         model: a local directory or a Hub id already in the cache (nothing is downloaded in tests).
         batch_size: frames per forward pass.
+        device: where the model runs.
     """
 
-    def __init__(self, model: str, batch_size: int = 16):
+    def __init__(self, model: str, batch_size: int = 16, device: str = "cpu"):
         import torch
         from transformers import AutoImageProcessor, AutoModel
 
         self.name = model
         self.batch_size = batch_size
         self.processor = AutoImageProcessor.from_pretrained(model)
-        self.model = AutoModel.from_pretrained(model).eval()
+        self.model = AutoModel.from_pretrained(model).eval().to(device)
+        self.device = device
         self.torch = torch
 
     def _features(self, pixel_values):
@@ -103,17 +105,18 @@ class TransformersEmbedder:
             for at in range(0, len(frames), self.batch_size):
                 images = [np.ascontiguousarray(frame) for frame in frames[at : at + self.batch_size]]
                 inputs = self.processor(images=images, return_tensors="pt")
-                features = self._features(inputs["pixel_values"]).float()
-                vectors.append(self.torch.nn.functional.normalize(features, dim=-1).numpy())
+                features = self._features(inputs["pixel_values"].to(self.device)).float()
+                vectors.append(self.torch.nn.functional.normalize(features, dim=-1).cpu().numpy())
         return np.concatenate(vectors).astype(np.float32)
 
 
-def get_embedder(name: str = PIXELS):
+def get_embedder(name: str = PIXELS, device: str = "cpu"):
     """The frame embedder named `name`: `pixels`, or a transformers image model's path or Hub id.
 
     Args:
         name: `pixels` or a model.
+        device: where a model runs (`cpu`, `cuda`).
     """
     if name == PIXELS:
         return PixelEmbedder()
-    return TransformersEmbedder(name)
+    return TransformersEmbedder(name, device=device)

@@ -72,6 +72,10 @@ class SplitConfig(StitchSettings):
         default=PIXELS,
         metadata={"help": "Frame embedder for stitching: pixels (colour histogram + layout) or an image model path."},
     )
+    device: str = field(
+        default="cpu",
+        metadata={"help": "Where TransNetV2 and a model embedder run: cpu or cuda (decoding stays on CPUs)."},
+    )
     reencode: bool = field(
         default=False, metadata={"help": "Write every clip as its own H.264 file (else windows into the original)."}
     )
@@ -79,6 +83,7 @@ class SplitConfig(StitchSettings):
     num_proc: int = field(default=1, metadata={"help": "Local executor: processes (one video at a time each)."})
     ray_address: str | None = field(default=None, metadata={"help": "Ray executor: the cluster (auto, ray://...)."})
     ray_num_cpus: float = field(default=1.0, metadata={"help": "Ray executor: CPUs per actor."})
+    ray_num_gpus: float = field(default=0.0, metadata={"help": "Ray executor: GPUs per actor (with --device cuda)."})
     ray_concurrency: int | None = field(default=None, metadata={"help": "Ray executor: actors (default: all CPUs)."})
     split: str = field(default="train", metadata={"help": "Split of the clips of --videos."})
     name: str | None = field(default=None, metadata={"help": "The `source` column of --videos clips."})
@@ -139,13 +144,13 @@ def split_video(
         start: only frames at or after this time (seconds) are split.
         end: only frames before this time.
     """
-    embedder = embedder or get_embedder(config.embedder)
+    embedder = embedder or get_embedder(config.embedder, config.device)
     try:
         stream = read_frames(video, config.detect_width, start=start)
     except VideoDecodeError as err:
         return VideoSplit(error=f"undecodable: {err}")
     settings = config.stitch_settings()
-    detector = get_detector(config.detector, stream.fps, config.threshold, config.min_scene_len)
+    detector = get_detector(config.detector, stream.fps, config.threshold, config.min_scene_len, config.device)
     ring: deque = deque(maxlen=frames_needed(stream.fps, settings.max_scene_seconds + 2.5, detector.delay))
     times = array("d")
     scenes: list[Scene] = []
@@ -250,7 +255,7 @@ class Splitter:
             # A worker process (or Ray actor) is one of several on the machine: one thread each.
             torch.set_num_threads(1)
         self.config = SplitConfig(**config)
-        self.embedder = get_embedder(self.config.embedder)
+        self.embedder = get_embedder(self.config.embedder, self.config.device)
 
     def __call__(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -443,7 +448,11 @@ def _clip_rows(result: dict[str, Any], config: SplitConfig, report: dict[str, An
 def _executor(config: SplitConfig):
     if config.executor == "ray":
         return get_executor(
-            "ray", address=config.ray_address, num_cpus=config.ray_num_cpus, concurrency=config.ray_concurrency
+            "ray",
+            address=config.ray_address,
+            num_cpus=config.ray_num_cpus,
+            num_gpus=config.ray_num_gpus,
+            concurrency=config.ray_concurrency,
         )
     return get_executor(config.executor, num_proc=config.num_proc)
 
