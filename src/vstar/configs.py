@@ -250,6 +250,7 @@ COMMAND_CONFIGS = (
     "vstar.stages:VerifyConfig",
     "vstar.push:PushConfig",
     "vstar.demo:DemoConfig",
+    "vstar.synthesize.captions:CaptionConfig",
 )
 
 # A command's own field that a recipe spells differently: {class name: {field: recipe key}}. Used only when the
