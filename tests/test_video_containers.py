@@ -31,9 +31,9 @@ FPS = 25
 SIZE = (48, 64)  # height, width
 
 
-def _texture_frames(count: int, seed: int = 0) -> list[np.ndarray]:
+def _texture_frames(count: int, seed: int = 0, size: tuple[int, int] = SIZE) -> list[np.ndarray]:
     """A moving random texture: every frame differs, so a wrong frame cannot pass for the right one."""
-    height, width = SIZE
+    height, width = size
     texture = np.random.default_rng(seed).integers(0, 256, (height, width + 3 * count, 3), dtype=np.uint8)
     return [texture[:, 3 * t : 3 * t + width].copy() for t in range(count)]
 
@@ -51,6 +51,7 @@ def _encode(
     count: int = 90,
     rotation: float | None = None,
     options: dict[str, str] | None = None,
+    size: tuple[int, int] = SIZE,
 ) -> Path:
     with av.open(str(path), "w", format=fmt) as container:
         if codec == "libx264":
@@ -63,11 +64,11 @@ def _encode(
             stream = container.add_stream(
                 codec, rate=FPS, options={"g": "12", "bf": "2", "sc_threshold": "1000000000"}
             )
-        stream.height, stream.width = SIZE
+        stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
         if rotation is not None:
             stream.set_display_rotation(rotation)
-        for array in _texture_frames(count):
+        for array in _texture_frames(count, size=size):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -148,6 +149,14 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "ts B-pyramid": _remux(pyramid, root / "pyramid.ts", "mpegts"),
         "mp4 B-pyramid, 3 slices": _encode(root / "slices.mp4", "mp4", options={**B_PYRAMID, "slices": "3"}),
         "mp4 B-pyramid cut": _remux(pyramid, root / "pyramid-cut.mp4", "mp4", cut=1.32),
+        # No IDR after the first frame: P-frames with a recovery point are flagged keyframes (low-latency streams);
+        # wide enough that the refresh takes several frames.
+        "mp4 intra refresh": _encode(
+            root / "refresh.mp4",
+            "mp4",
+            options={"x264-params": "intra-refresh=1:keyint=24", "bframes": "3"},
+            size=(96, 160),
+        ),
     }
 
 
@@ -178,7 +187,7 @@ MODES = ["one thread", "frame threads", "parallel runs", "bytes"]
         "mp4", "mkv", "flv", "avi mpeg4", "webm vp9", "ts", "m2ts", "ts mid-GOP start", "mpeg2 ps", "mpeg2 ts",
         "mp4 cut, long pre-roll", "mp4 cut, one pre-roll packet", "mkv video after audio", "ts video after audio",
         "mp4 rotate 90", "mp4 rotate 180", "mp4 rotate 270", "mov rotate 90", "mp4 B-pyramid", "ts B-pyramid",
-        "mp4 B-pyramid, 3 slices", "mp4 B-pyramid cut",
+        "mp4 B-pyramid, 3 slices", "mp4 B-pyramid cut", "mp4 intra refresh",
     ],
 )  # fmt: skip
 def test_frames_are_the_ones_a_player_shows(files, references, name, mode, monkeypatch):

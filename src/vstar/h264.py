@@ -357,6 +357,14 @@ class Coded:
             return Picture([], f"unreadable slice header ({err})")
 
 
+def is_intra(coded: Coded) -> bool:
+    """Whether a keyframe packet holds an intra picture (or one this analysis cannot read): an intra-refresh stream
+    (x264 `--intra-refresh`) flags P-frames with a recovery point as keyframes, and decoding from one of those gives
+    other frames than a player shows until the refresh has swept the picture."""
+    picture = coded.picture()
+    return bool(picture.problem) or all(s.kind in (_I, _SI) for s in picture.slices)
+
+
 class NalFormat:
     """How a stream's packets hold NAL units: length-prefixed (MP4, Matroska: avcC extradata) or Annex B start
     codes (MPEG-TS, raw streams); tracks the parameter sets (extradata, then in-band) in decode order."""
@@ -545,12 +553,15 @@ def _b_lists(s: Slice, pic_nums: dict[int, int], pocs: dict[int, int], position:
     if len(before) + len(after) != len(pic_nums):
         raise Unsupported("a reference picture with the current picture order count")
     list0, list1 = before + after, after + before
+    variants = [list1]
     if len(list1) > 1 and list1 == list0:
-        list1[0], list1[1] = list1[1], list1[0]
-    return set(
-        _modified(list0, s.modification[0], s.num_ref_idx[0], pic_nums, s.frame_num, max_frame_num)
-        + _modified(list1, s.modification[1], s.num_ref_idx[1], pic_nums, s.frame_num, max_frame_num)
-    )
+        # List 1 then starts with its first two entries switched. Whether "identical" compares the whole lists or
+        # the lists cut to their lengths (as FFmpeg does) is left open: both are counted.
+        variants.append([list1[1], list1[0], *list1[2:]])
+    refers = set(_modified(list0, s.modification[0], s.num_ref_idx[0], pic_nums, s.frame_num, max_frame_num))
+    for entries in variants:
+        refers.update(_modified(entries, s.modification[1], s.num_ref_idx[1], pic_nums, s.frame_num, max_frame_num))
+    return refers
 
 
 def _modified(

@@ -232,7 +232,7 @@ def _build_index(container, stream, reopen: Callable[[], Any]) -> _Index | None:
     keys = sorted(
         (pts, pts if by_pts or dts is None else dts, i)
         for i, (pts, dts, key, _) in enumerate(packets)
-        if key and pts is not None
+        if key and pts is not None and (nal_format is None or h264.is_intra(coded[i]))
     )
     stamps = [t for pts, dts, _, _ in packets for t in (pts, dts) if t is not None]
     index = _Index(
