@@ -250,6 +250,7 @@ COMMAND_CONFIGS = (
     "vstar.stages:VerifyConfig",
     "vstar.push:PushConfig",
     "vstar.demo:DemoConfig",
+    "vstar.train.grpo:VStarGRPOConfig",
     "vstar.synthesize.captions:CaptionConfig",
 )
 
