@@ -129,11 +129,12 @@ def test_logps_are_those_of_the_model_on_the_video(tiny_model_dirs, shapes_dir, 
     assert (seen[0][mask] - policy[mask]).abs().max() > 1e-3
 
 
-def test_one_step_moves_the_adapter_and_saves_the_rewards(tiny_model_dirs, shapes_dir, tmp_path):
+def test_one_step_moves_the_adapter_and_publishes_it(tiny_model_dirs, shapes_dir, tmp_path, hub_env):
     from safetensors.torch import load_file
 
+    repo = "vstar-org/grpo-shapes"
     config = grpo_config(
-        tiny_model_dirs["qwen2_5_vl"], shapes_dir, tmp_path / "out", rewards=["test_length", "format"]
+        tiny_model_dirs["qwen2_5_vl"], shapes_dir, tmp_path / "out", rewards=["test_length", "format"], hub_repo=repo
     )
     summary = train_grpo(config)
     assert summary["global_step"] == 1
@@ -145,6 +146,16 @@ def test_one_step_moves_the_adapter_and_saves_the_rewards(tiny_model_dirs, shape
     assert "final-answer line" in rewards[1]["definition"]
     logged = summary["log_history"][0]
     assert logged["rewards/test_length/mean"] > 0 and logged["frac_reward_zero_std"] < 1
+
+    # Published like a cycle's adapter: a tagged version whose card lists the rewards and the lineage.
+    assert summary["hub"]["tag"] == "grpo-step-1"
+    tags = {t.name: t.target_commit for t in hub_env.api.list_repo_refs(repo).tags}
+    assert tags["grpo-step-1"] == summary["hub"]["revision"]
+    files = hub_env.api.list_repo_files(repo, revision="grpo-step-1")
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "rewards.json"} <= set(files)
+    card = open(hub_env.api.hf_hub_download(repo, "README.md", revision="grpo-step-1")).read()
+    assert "| test_length |" in card and "final-answer line" in card and "## Lineage" in card
+    assert "library_name: peft" in card
 
 
 def test_hint_regenerates_failed_groups_against_the_unhinted_prompt(tiny_model_dirs, shapes_dir, tmp_path):

@@ -613,7 +613,90 @@ def train_grpo(config: VStarGRPOConfig, train_dataset=None, reward_funcs=None) -
         tmp.write_text(json.dumps(summary, indent=2))
         tmp.replace(output_dir / GRPO_SUMMARY)
     logger.info("GRPO: %d steps on %d prompts -> %s", summary["global_step"], summary["num_rows"], output_dir)
+    if trainer.is_world_process_zero():
+        write_grpo_card(config, summary)
+        if config.hub_repo:
+            summary["hub"] = publish_grpo(config, summary)
     return {**summary, "log_history": list(trainer.state.log_history)}
+
+
+def write_grpo_card(config: VStarGRPOConfig, summary: dict[str, Any], repo_id: str | None = None) -> Path:
+    """Write `output_dir/README.md`: how to load the adapter, the reward definitions, the settings, the lineage.
+
+    Args:
+        config: the run's settings.
+        summary: what `train_grpo` returned.
+        repo_id: the model repo the card is published to (for the usage snippet).
+    """
+    import yaml
+
+    from vstar.cards import DEFAULT_LICENSE, _lineage_context, markdown_table, write_card
+    from vstar.configs import config_dict
+    from vstar.lineage import Lineage, dataset_revision, model_revision, pinned, vstar_version
+
+    output_dir = Path(config.output_dir)
+    settings = {k: summary["trained"][k] for k in ("learning_rate", "num_generations", "beta", "seed")}
+    settings.update(
+        steps=summary["global_step"], finetuning=config.finetuning, hint_when_all_fail=config.hint_when_all_fail
+    )
+    lineage = Lineage(
+        base_model=config.model_name_or_path,
+        base_revision=model_revision(config.model_name_or_path),
+        source_dataset=config.dataset,
+        source_revision=config.dataset_revision,
+        source_commit=dataset_revision(config.dataset, config.dataset_revision),
+        vstar_version=vstar_version(),
+        config=yaml.safe_dump(config_dict(config), sort_keys=True),
+        adapter=str(repo_id or output_dir),
+        adapter_revision=model_revision(output_dir),
+        adapter_kind="adapter" if config.finetuning == "lora" else "finetuned model",
+        init_adapter=pinned(config.init_adapter, model_revision(config.init_adapter)) if config.init_adapter else None,
+    )
+    metadata = {
+        "license": DEFAULT_LICENSE,
+        "base_model": config.model_name_or_path,
+        "library_name": "peft" if config.finetuning == "lora" else "transformers",
+        "tags": ["vstar", "grpo", "video-text-to-text"],
+    }
+    return write_card(
+        output_dir / "README.md",
+        "grpo_model.md.j2",
+        metadata,
+        title=f"{repo_id or output_dir.name}: GRPO on {config.task}",
+        kind="A LoRA adapter" if config.finetuning == "lora" else "A model",
+        base_id=config.model_name_or_path,
+        dataset=config.dataset,
+        task=config.task,
+        hint=config.hint_when_all_fail,
+        lora=config.finetuning == "lora",
+        repo_id=repo_id or str(output_dir),
+        revision=None,
+        rewards_table=markdown_table(summary["rewards"]),
+        settings_table=markdown_table([{"setting": k, "value": v} for k, v in settings.items()]),
+        citation=None,
+        **_lineage_context(lineage),
+    )
+
+
+def publish_grpo(config: VStarGRPOConfig, summary: dict[str, Any]) -> dict[str, str]:
+    """Push the trained adapter with its card to `config.hub_repo`, tagged `grpo-step-<N>` (a version per run).
+
+    Args:
+        config: the run's settings (`hub_repo`).
+        summary: what `train_grpo` returned.
+
+    Returns:
+        `{"repo", "revision", "tag"}`.
+    """
+    from vstar.hub import HubPublisher
+
+    write_grpo_card(config, summary, config.hub_repo)
+    publisher = HubPublisher()
+    tag = f"grpo-step-{summary['global_step']}"
+    revision = publisher.push_model_dir(config.output_dir, config.hub_repo, f"GRPO adapter ({tag})")
+    publisher.tag(config.hub_repo, "model", tag, revision, f"GRPO on {config.task}, {summary['global_step']} steps")
+    logger.info("Published %s@%s (%s)", config.hub_repo, revision[:8], tag)
+    return {"repo": config.hub_repo, "revision": revision, "tag": tag}
 
 
 def main(argv: list[str] | None = None) -> None:
