@@ -7,6 +7,7 @@ from datasets import load_dataset
 from vstar.assemble import assemble_cycle, verify_generations
 from vstar.cards import write_instruction_card
 from vstar.configs import CycleConfig
+from vstar.io import load_split
 from vstar.tasks.base import get_task
 
 TASK = get_task("shapes")
@@ -86,3 +87,39 @@ def test_a_hinted_retry_of_a_passing_clip_is_not_duplicated(tmp_path):
     rationalized = verify_generations([generation("a", "rationalized", answer)], sources, TASK)
     stats = assemble_cycle(sources, direct, rationalized, TASK, cycle=1, output_dir=tmp_path)
     assert (stats["accepted"], stats["rejected"]) == (1, 0)
+
+
+def test_several_answers_per_clip_keep_distinct_verified_ones_up_to_the_limit(tmp_path):
+    sources = {"a": source("a", "red square moving"), "b": source("b", "blue square moving")}
+
+    def samples(clip, answers):
+        return [{**generation(clip, "direct", text), "sample": i} for i, text in enumerate(answers)]
+
+    direct = verify_generations(
+        samples("a", ["It is red.\nAnswer: red square moving", "It is  red.\nAnswer: red square moving",
+                      "Red, clearly.\nAnswer: red square moving", "Crimson.\nAnswer: red square moving",
+                      "Answer: green square moving", "Answer: green square moving"])
+        + samples("b", ["Answer: pink square moving", "Answer: pink square moving", "Answer: grey square moving"]),
+        sources,
+        TASK,
+    )  # fmt: skip
+    hinted = verify_generations(
+        [{**generation("b", "rationalized", "It is blue.\nAnswer: blue square moving"), "sample": 0},
+         {**generation("a", "rationalized", "It is red.\nAnswer: red square moving"), "sample": 0}],
+        sources,
+        TASK,
+    )  # fmt: skip
+    stats = assemble_cycle(sources, direct, hinted, TASK, 1, tmp_path, max_accepted_per_clip=2)
+    accepted = load_split(tmp_path, "train").to_list()
+    rejected = load_split(tmp_path, "train", "rejected").to_list()
+    kept_a = [r["answer"] for r in accepted if r["id"] == "a"]
+    # Whitespace-only variants are one answer; the limit keeps the first two distinct ones.
+    assert kept_a == ["It is red.\nAnswer: red square moving", "Red, clearly.\nAnswer: red square moving"]
+    assert [r["answer"] for r in rejected if r["id"] == "a"] == ["Answer: green square moving"]
+    # b had no passing direct answer: its hinted retry counts; a's does not.
+    assert [(r["id"], r["rationalized"]) for r in accepted if r["id"] == "b"] == [("b", True)]
+    assert sorted(r["answer"] for r in rejected if r["id"] == "b") == ["Answer: grey square moving",
+                                                                       "Answer: pink square moving"]  # fmt: skip
+    assert stats["generated"] == 2 and stats["answers_direct"] == 9 and stats["hinted"] == 1
+    assert stats["duplicate_answers"] == 3 and stats["accepted_over_limit"] == 1
+    assert stats["clips_with_accepted_answer"] == 2 and stats["yield"] == 1.0 and stats["direct_yield"] == 0.5

@@ -91,8 +91,13 @@ def assemble_cycle(
     output_dir: str | Path,
     split: str = "train",
     generator: str | None = None,
+    max_accepted_per_clip: int | None = None,
 ) -> dict[str, Any]:
     """Write `default` (accepted) and `rejected` Parquet files for one cycle; return the counts.
+
+    With several answers per clip (`GenerationRequest.sample`), every distinct verified answer of a clip is kept,
+    up to `max_accepted_per_clip`; an answer repeated word for word within a clip is stored once (accepted or
+    rejected, per attempt). A clip's hinted retries count only when none of its direct answers passed.
 
     Args:
         sources: source rows by id.
@@ -103,14 +108,18 @@ def assemble_cycle(
         split: the split name the rows are written under.
         generator: the model that answered, pinned (`base@revision+adapter@revision`), stored in every row's
             `generator` column; default the `generator` each generation row carries.
+        max_accepted_per_clip: most accepted answers per clip (`None`: every distinct one).
     """
     if generator is not None:
         direct = [{**r, "generator": generator} for r in direct]
         rationalized = [{**r, "generator": generator} for r in rationalized]
     output_dir = Path(output_dir)
     passed_direct = {r["id"] for r in direct if r["verification"]["passed"]}
-    accepted_direct = accepted_rationalized = 0
+    accepted_direct = accepted_rationalized = duplicates = over_limit = 0
     rejected_reasons: Counter[str] = Counter()
+    # (clip, attempt, passed, answer): an answer repeated by the samples of one prompt is stored once
+    seen: set[tuple[str, str, bool, str]] = set()
+    accepted_per_clip: Counter[str] = Counter()
     with (
         ParquetRowWriter(output_dir / split_file(split), INSTRUCTION_FEATURES) as accepted,
         ParquetRowWriter(output_dir / split_file(split, "rejected"), INSTRUCTION_FEATURES) as rejected,
@@ -118,9 +127,19 @@ def assemble_cycle(
         for row in [*direct, *rationalized]:
             if row["attempt"] == "rationalized" and row["id"] in passed_direct:
                 continue  # a hinted retry of a clip that already passed is not a training example
+            passed = row["verification"]["passed"]
+            answer_key = (row["id"], row["attempt"], passed, " ".join(str(row["answer"]).split()))
+            if answer_key in seen:
+                duplicates += 1
+                continue
+            seen.add(answer_key)
+            if passed and max_accepted_per_clip is not None and accepted_per_clip[row["id"]] >= max_accepted_per_clip:
+                over_limit += 1
+                continue
             out = instruction_row(sources[row["id"]], row, task, cycle)
-            if row["verification"]["passed"]:
+            if passed:
                 accepted.write(out)
+                accepted_per_clip[row["id"]] += 1
                 if row["attempt"] == "rationalized":
                     accepted_rationalized += 1
                 else:
@@ -128,15 +147,19 @@ def assemble_cycle(
             else:
                 rejected.write(out)
                 rejected_reasons[f"{row['attempt']}/{row['verification']['reason']}"] += 1
-    generated = len(direct)
-    hinted = sum(1 for r in rationalized if r["id"] not in passed_direct)
+    generated = len({r["id"] for r in direct})
+    hinted = len({r["id"] for r in rationalized if r["id"] not in passed_direct})
     rejected_direct = sum(n for k, n in rejected_reasons.items() if k.startswith("direct/"))
     accepted = accepted_direct + accepted_rationalized
+    clips_accepted = len(accepted_per_clip)
     stats = {
         "cycle": cycle,
         # Clips asked directly; `hinted` of them were asked again with the label as a hint.
         "generated": generated,
         "hinted": hinted,
+        # Answers: one per clip and attempt, or `num_samples_per_clip`.
+        "answers_direct": len(direct),
+        "answers_hinted": sum(1 for r in rationalized if r["id"] not in passed_direct),
         "accepted_direct": accepted_direct,
         "accepted_rationalized": accepted_rationalized,
         "accepted": accepted,
@@ -144,10 +167,14 @@ def assemble_cycle(
         "rejected": sum(rejected_reasons.values()),
         "rejected_direct": rejected_direct,
         "rejected_hinted": sum(rejected_reasons.values()) - rejected_direct,
-        "clips_without_accepted_answer": generated - accepted,
+        "duplicate_answers": duplicates,
+        "accepted_over_limit": over_limit,
+        "clips_with_accepted_answer": clips_accepted,
+        "clips_without_accepted_answer": generated - clips_accepted,
         "rejected_by_reason": dict(rejected_reasons.most_common()),
-        "yield": accepted / generated if generated else None,
-        "direct_yield": accepted_direct / generated if generated else None,
+        # Share of the clips with at least one accepted answer.
+        "yield": clips_accepted / generated if generated else None,
+        "direct_yield": len(passed_direct) / generated if generated else None,
         "generator": ", ".join(sorted({r["generator"] for r in direct})),
     }
     (output_dir / "assemble_stats.json").write_text(json.dumps(stats, indent=2))

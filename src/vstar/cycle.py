@@ -197,7 +197,13 @@ class CycleRunner:
     # -- stages -------------------------------------------------------------------------------------------
     def _requests(self, cycle: int, attempt: str, ids: list[str]) -> list[GenerationRequest]:
         rows = (self.sources.lazy_row(clip_id) for clip_id in ids)
-        return build_requests(self.task, rows, attempt, seed=self.train_config.seed * 1000 + cycle)
+        return build_requests(
+            self.task,
+            rows,
+            attempt,
+            seed=self.train_config.seed * 1000 + cycle,
+            num_samples=self.config.num_samples_per_clip,
+        )
 
     def _generate(self, cycle: int, attempt: str, ids: list[str]) -> list[dict[str, Any]] | None:
         """Every process answers its share; the main process gets the verified answers, the others `None`."""
@@ -209,7 +215,7 @@ class CycleRunner:
                 self.backend(self.model_ref(cycle - 1)),
                 out_dir,
                 attempt,
-                self.generation,
+                self.config.pass_settings(self.generation, attempt),
                 description=f"cycle {cycle}: {'hinted retries' if attempt == 'rationalized' else 'direct answers'}",
             )
             self.state.mark(stage, {"requests": len(ids)})
@@ -222,8 +228,11 @@ class CycleRunner:
         if self.state.done(stage):
             return self.state.result(stage)
         direct = self._generate(cycle, "direct", sorted(self.sources))
+        # Clips none of whose direct answers passed are retried with the hint.
         failed = broadcast_from_main(
-            sorted(r["id"] for r in direct if not r["verification"]["passed"]) if direct is not None else None
+            sorted({r["id"] for r in direct} - {r["id"] for r in direct if r["verification"]["passed"]})
+            if direct is not None
+            else None
         )
         rationalized = self._generate(cycle, "rationalized", failed) if self.config.rationalize and failed else []
         stats = None
@@ -239,6 +248,7 @@ class CycleRunner:
                 cycle,
                 dataset_dir,
                 generator=generator_name(ref.model, ref.adapter),
+                max_accepted_per_clip=self.config.max_accepted_per_clip,
             )
             write_instruction_card(
                 dataset_dir, stats=stats, config=self.config, history=self.history(), train_config=self.train_config
@@ -617,9 +627,11 @@ class CycleRunner:
                         k: stats.get(k)
                         for k in (
                             "generated",
+                            "answers_direct",
                             "accepted_direct",
                             "accepted_rationalized",
                             "rejected",
+                            "clips_with_accepted_answer",
                             "yield",
                             "direct_yield",
                         )

@@ -63,11 +63,12 @@ INSTRUCTION_FEATURES = Features(
     }
 )
 
-# What the generate stage writes: one row per (clip, attempt); verification happens afterwards.
+# What the generate stage writes: one row per (clip, attempt, sample); verification happens afterwards.
 GENERATION_FEATURES = Features(
     {
         "id": Value("string"),
         "attempt": Value("string"),
+        "sample": Value("int32"),
         "question": Value("string"),
         "prompt": Value("string"),
         "answer": Value("string"),

@@ -101,6 +101,9 @@ class GenerateConfig(StageData):
             "default: drawn from `seed`."
         },
     )
+    num_samples: int = field(
+        default=1, metadata={"help": "Answers per clip (a cycle's `num_samples_per_clip`; sample with --temperature)."}
+    )
     retry_failed: str | None = field(
         default=None,
         metadata={
@@ -170,6 +173,7 @@ def read_answers(path: str | Path, attempt: str = "direct") -> tuple[list[dict[s
                 {
                     "id": clip_id,
                     "attempt": attempt,
+                    "sample": 0,
                     "question": str(record.get("question") or ""),
                     "prompt": str(record.get("prompt") or ""),
                     "answer": "" if record["answer"] is None else str(record["answer"]),
@@ -195,6 +199,9 @@ class AssembleConfig(StageData):
             "help": "The model that answered, stored in every row (default: the one recorded with each answer)."
         },
     )
+    max_accepted_per_clip: int | None = field(
+        default=None, metadata={"help": "Most distinct verified answers kept per clip (default: every one)."}
+    )
 
 
 def failed_ids(verified: str | Path) -> list[str]:
@@ -205,11 +212,9 @@ def failed_ids(verified: str | Path) -> list[str]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=["id", "verification"])
-    return sorted(
-        clip
-        for clip, verdict in zip(table.column("id").to_pylist(), table.column("verification").to_pylist())
-        if not verdict["passed"]
-    )
+    verdicts = list(zip(table.column("id").to_pylist(), table.column("verification").to_pylist()))
+    # With several answers per clip, a clip is retried only when none of them passed.
+    return sorted({clip for clip, _ in verdicts} - {clip for clip, verdict in verdicts if verdict["passed"]})
 
 
 def generate_main(argv: list[str] | None = None) -> int:
@@ -223,7 +228,9 @@ def generate_main(argv: list[str] | None = None) -> int:
         wanted = set(failed_ids(config.retry_failed))
         rows = [row for row in rows if row["id"] in wanted]
         logger.info("%d clips whose answers failed in %s", len(rows), config.retry_failed)
-    requests = build_requests(task, rows, config.attempt, seed=config.question_seed(settings.seed))
+    requests = build_requests(
+        task, rows, config.attempt, seed=config.question_seed(settings.seed), num_samples=config.num_samples
+    )
     backend = get_backend(settings, config.model, config.adapter)
     answered = run_generation(requests, backend, Path(config.output_dir), config.attempt, settings)
     if is_main_process():
@@ -253,10 +260,17 @@ def assemble_main(argv: list[str] | None = None) -> dict[str, Any]:
             "`vstar generate` first, or check --generations, --dataset and --split."
         )
     # As in the loop: a hinted retry counts only for a clip whose direct answer failed.
-    failed = {r["id"] for r in passes["direct"] if not r["verification"]["passed"]}
+    failed = {r["id"] for r in passes["direct"]} - {r["id"] for r in passes["direct"] if r["verification"]["passed"]}
     rationalized = [r for r in passes["rationalized"] if r["id"] in failed]
     stats = assemble_cycle(
-        sources, passes["direct"], rationalized, task, config.cycle, config.output, generator=config.generator
+        sources,
+        passes["direct"],
+        rationalized,
+        task,
+        config.cycle,
+        config.output,
+        generator=config.generator,
+        max_accepted_per_clip=config.max_accepted_per_clip,
     )
     card_config = CycleConfig(
         source_dataset=config.dataset,

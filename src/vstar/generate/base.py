@@ -76,6 +76,9 @@ class GenerationRequest:
         start, end: the clip window in seconds (`None`: the start / end of the video).
         system: a system prompt sent before the user turn, or `None` for none (the chat template's default).
         max_new_tokens: this request's longest answer in tokens, or `None` for `GenerationSettings.max_new_tokens`.
+        sample: which of several answers to the same prompt this is (0, 1, ...; see `build_requests`'
+            `num_samples`); with `id` and `attempt`, the key of the answer. Backends answer the samples of one
+            prompt from one decoded clip.
     """
 
     id: str
@@ -87,10 +90,11 @@ class GenerationRequest:
     end: float | None = None
     system: str | None = None
     max_new_tokens: int | None = None
+    sample: int = 0
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.id, self.attempt
+    def key(self) -> tuple[str, str, int]:
+        return self.id, self.attempt, self.sample
 
     @property
     def text_only(self) -> bool:
@@ -348,6 +352,8 @@ def requests_digest(requests: Sequence[GenerationRequest]) -> str:
     digest = hashlib.sha256()
     for r in sorted(requests, key=lambda r: r.key):
         item = [r.id, r.attempt, r.question, r.prompt, _video_identity(r.video), r.start, r.end]
+        if r.sample:  # single-answer passes keep the digest of their saved answers
+            item.append(r.sample)
         # Appended only when set, so the digests of requests without them (and their saved answers) stay valid.
         if r.system is not None or r.max_new_tokens is not None:
             item += [r.system, r.max_new_tokens]
@@ -471,7 +477,7 @@ def read_skipped(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         for entry in entries:
-            key = (entry["id"], entry["attempt"])
+            key = (entry["id"], entry["attempt"], entry.get("sample", 0))
             if key not in answered:
                 skipped[key] = {"kind": UNREADABLE_CLIP, "status": None, **entry}
     return [skipped[k] for k in sorted(skipped)]
@@ -498,20 +504,23 @@ def _chunk_files(output_dir: Path, name: str, rank: int | None = None) -> list[P
 
 
 def read_generations(output_dir: str | Path, name: str) -> list[dict[str, Any]]:
-    """Every finished answer of a generation pass, from all ranks, in (id, attempt) order."""
+    """Every finished answer of a generation pass, from all ranks, in (id, attempt, sample) order."""
     rows = []
     for path in _chunk_files(Path(output_dir), name):
-        rows.extend(pq.read_table(str(path)).to_pylist())
-    unique = {(r["id"], r["attempt"]): r for r in rows}
+        rows.extend({"sample": 0, **r} for r in pq.read_table(str(path)).to_pylist())
+    unique = {(r["id"], r["attempt"], r["sample"]): r for r in rows}
     return [unique[k] for k in sorted(unique)]
 
 
-def answered_keys(output_dir: str | Path, name: str) -> set[tuple[str, str]]:
-    """(id, attempt) of every finished answer of a pass (reads only those two columns)."""
-    keys: set[tuple[str, str]] = set()
+def answered_keys(output_dir: str | Path, name: str) -> set[tuple[str, str, int]]:
+    """(id, attempt, sample) of every finished answer of a pass (reads only those columns)."""
+    keys: set[tuple[str, str, int]] = set()
     for path in _chunk_files(Path(output_dir), name):
-        table = pq.read_table(str(path), columns=["id", "attempt"])
-        keys.update(zip(table.column("id").to_pylist(), table.column("attempt").to_pylist()))
+        names = set(pq.read_schema(str(path)).names)
+        table = pq.read_table(str(path), columns=[c for c in ("id", "attempt", "sample") if c in names])
+        # Answers written before several samples per prompt existed are sample 0.
+        samples = table.column("sample").to_pylist() if "sample" in names else [0] * table.num_rows
+        keys.update(zip(table.column("id").to_pylist(), table.column("attempt").to_pylist(), samples))
     return keys
 
 
@@ -528,6 +537,7 @@ def _skip_entry(request: GenerationRequest, kind: str, error: str, status: int |
     return {
         "id": request.id,
         "attempt": request.attempt,
+        "sample": request.sample,
         "video": _video_file(request.video),
         "kind": kind,
         "error": error,
@@ -678,6 +688,7 @@ def run_generation(
             {
                 "id": r.id,
                 "attempt": r.attempt,
+                "sample": r.sample,
                 "question": r.question,
                 "prompt": r.prompt,
                 "answer": a,
@@ -726,7 +737,9 @@ def get_backend(settings: GenerationSettings, model: str, adapter: str | None = 
     return BACKENDS.get(settings.backend)(model=model, adapter=adapter, settings=settings, **kwargs)
 
 
-def build_requests(task, rows: Iterable[Mapping[str, Any]], attempt: str, seed: int) -> list[GenerationRequest]:
+def build_requests(
+    task, rows: Iterable[Mapping[str, Any]], attempt: str, seed: int, num_samples: int = 1
+) -> list[GenerationRequest]:
     """The requests of one pass: a question per clip, drawn deterministically from `seed` and the clip id.
 
     The one place prompts are built: the loop, `vstar generate` and evaluation all call it.
@@ -737,9 +750,13 @@ def build_requests(task, rows: Iterable[Mapping[str, Any]], attempt: str, seed: 
             `rationalized`, the task's label columns.
         attempt: `direct` and `eval` ask the question; `rationalized` adds the row's label as a hint.
         seed: the question draw's seed.
+        num_samples: answers asked per clip (samples 0 .. n-1 of the same prompt; sampled with the pass's
+            temperature, so useful with `temperature > 0`).
     """
     from vstar.tasks.base import draw_questions
 
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, not {num_samples}.")
     if attempt not in ("direct", "rationalized", "eval"):
         raise ValueError(f"attempt must be `direct`, `rationalized` or `eval`, not {attempt!r}.")
     rows = list(rows)
@@ -750,7 +767,10 @@ def build_requests(task, rows: Iterable[Mapping[str, Any]], attempt: str, seed: 
             prompt = task.rationalization_prompt(question, task.label(row))
         else:
             prompt = task.direct_prompt(question)
-        requests.append(
-            GenerationRequest(row["id"], attempt, question, prompt, row["video"], row.get("start"), row.get("end"))
+        requests.extend(
+            GenerationRequest(
+                row["id"], attempt, question, prompt, row["video"], row.get("start"), row.get("end"), sample=sample
+            )
+            for sample in range(num_samples)
         )
     return requests

@@ -67,6 +67,54 @@ def load_generation_model(model: str, adapter: str | None = None, dtype: torch.d
     return loaded.eval()
 
 
+def distinct_prompts(requests: Sequence[GenerationRequest]) -> tuple[list[GenerationRequest], list[int]]:
+    """The requests that differ in what the model sees (samples of one prompt collapse), and for each request the
+    index of its distinct one."""
+    distinct: list[GenerationRequest] = []
+    index: dict[tuple, int] = {}
+    owners = []
+    for request in requests:
+        key = (request.id, request.attempt, request.prompt, request.system, request.start, request.end,
+               request.text_only)  # fmt: skip
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(request)
+        owners.append(index[key])
+    return distinct, owners
+
+
+# Processor outputs with one entry per video (not per text row), and how a video's entries are found.
+_PER_VIDEO = ("video_grid_thw", "second_per_grid_ts")
+
+
+def repeat_rows(inputs, owners: Sequence[int], has_video: Sequence[bool]):
+    """Model inputs for `owners` (row i is distinct row `owners[i]`), built from the inputs of the distinct rows
+    without running the processor again: text rows are repeated, and so are their videos' patches.
+
+    Qwen-style inputs concatenate every video's patches in `pixel_values_videos` (`video_grid_thw` gives each
+    video's count); others hold one entry per video along the first axis.
+    """
+    rows = torch.as_tensor(list(owners))
+    video_of = {}
+    for row, flag in enumerate(has_video):
+        if flag:
+            video_of[row] = len(video_of)
+    order = [video_of[o] for o in owners if o in video_of]
+    out = {}
+    for key, value in inputs.items():
+        if key == "pixel_values_videos" and "video_grid_thw" in inputs:
+            sizes = inputs["video_grid_thw"].prod(dim=-1).tolist()
+            parts = torch.split(value, sizes)
+            out[key] = torch.cat([parts[v] for v in order]) if order else value[:0]
+        elif key == "pixel_values_videos" or key in _PER_VIDEO:
+            out[key] = value[torch.as_tensor(order)] if torch.is_tensor(value) else [value[v] for v in order]
+        elif torch.is_tensor(value) and value.shape[:1] == (len(has_video),):
+            out[key] = value[rows]
+        else:
+            raise ValueError(f"Cannot repeat the processor output {key!r} per sample.")
+    return type(inputs)(out)
+
+
 @BACKENDS.register("transformers")
 class TransformersBackend(GenerationBackend):
     """Batched generation with `model.generate`.
@@ -109,14 +157,19 @@ class TransformersBackend(GenerationBackend):
         def clip(request: GenerationRequest):
             return sample_clip(request, self.settings)
 
-        with_video = [r for r in requests if not r.text_only]
+        requests = list(requests)
+        # Samples of one prompt (`GenerationRequest.sample`) share one decoded clip and one processor call.
+        distinct, owners = distinct_prompts(requests)
+        with_video = [r for r in distinct if not r.text_only]
         clips = list(self._pool.map(clip, with_video)) if self._pool else [clip(r) for r in with_video]
-        texts = [request_prompt(self.processor, r) for r in requests]
+        texts = [request_prompt(self.processor, r) for r in distinct]
         if clips:
             # The processor fills the video placeholders in text order; text-only turns have none.
             inputs = video_model_inputs(self.processor, texts, clips)
         else:
             inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        if len(distinct) < len(requests):
+            inputs = repeat_rows(inputs, owners, [not r.text_only for r in distinct])
         inputs.vstar_max_new_tokens = [max_new_tokens(r, self.settings) for r in requests]
         return inputs
 
