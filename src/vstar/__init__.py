@@ -37,6 +37,10 @@ _EXPORTS = {
     "CycleRunner": "vstar.cycle",
     "CycleConfig": "vstar.configs",
     "VStarSFTConfig": "vstar.train.sft",
+    # reinforcement learning from the task verifiers
+    "train_grpo": "vstar.train.grpo",
+    "VStarGRPOConfig": "vstar.train.grpo",
+    "REWARDS": "vstar.train.rewards",
     # build a source
     "build_source": "vstar.api",
     "SOURCES": "vstar.sources",

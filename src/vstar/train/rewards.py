@@ -12,7 +12,7 @@ reward_weights: [1.0, 0.2]
 Custom rewards are registered from Python before training:
 
 ```python
-from vstar.train.rewards import REWARDS
+from vstar.train.rewards import REWARDS, completion_text
 
 @REWARDS.register("short")
 def short(task, config):
