@@ -16,7 +16,8 @@ to get the same 8 frames:
 
 - baseline: decode every frame into an RGB array and index the wanted ones, the way `torchvision.io.read_video`
   or a list comprehension over `container.decode()` does (it holds every frame: 4 GB for the 60 s clip, which the
-  kernel faults in anew on every call: 1-5 CPU-s of the baseline's 8-12 are page faults, and they vary most);
+  kernel faults in anew on every call: 0.2 to 5 CPU-s of the baseline's 6.5 to 12, depending on the machine's
+  memory state: the part of the baseline that varies most);
 - baseline, unheld (60 s clip only): the same decoding and conversion of every frame, keeping only the wanted ones,
   so the page faults are left out of the comparison;
 - decode wanted: PyAV decodes from the first frame but converts only the wanted frames, stopping after the last

@@ -27,8 +27,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Bytes of a slice NAL read for its header: a header with a weight table for 32 references stays well inside.
-_HEADER_WINDOW = 384
+# Payload bytes of a slice read for its header (kept for every packet of a video, so few): x264's headers take under
+# 20, weight tables for a few references fit; a longer header makes its picture unknown, so nothing is removed.
+_HEADER_WINDOW = 128
+# NAL bytes kept for that: room for emulation-prevention bytes.
+_KEPT = _HEADER_WINDOW + 32
 # Bytes of slice data kept after the header: the decoder needs some to start on the slice, then stops at its end.
 _SLACK = 2
 _SLICE, _IDR, _SEI, _SPS, _PPS = 1, 5, 6, 7, 8
@@ -195,7 +198,7 @@ class Slice:
 
 def parse_slice(nal: bytes, params: Params) -> Slice:
     nal_type, ref = nal[0] & 31, bool(nal[0] >> 5 & 3)
-    rbsp = _rbsp(nal[: _HEADER_WINDOW + 64])[:_HEADER_WINDOW]
+    rbsp = _rbsp(nal[:_KEPT])[:_HEADER_WINDOW]
     bits = _Bits(rbsp)
     bits.ue()  # first macroblock
     kind = bits.ue() % 5
@@ -425,7 +428,7 @@ class NalFormat:
         for start, end in self.nals(data):
             kind = data[start] & 31
             if kind in (_SLICE, _IDR):
-                slices.append(bytes(data[start : min(end, start + _HEADER_WINDOW + 64)]))
+                slices.append(bytes(data[start : min(end, start + _KEPT)]))
             elif kind in (_SPS, _PPS):
                 self.params = self.params.updated([bytes(data[start:end])])
             elif kind in _UNSUPPORTED_NALS:
