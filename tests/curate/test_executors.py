@@ -71,10 +71,9 @@ def test_local_executor_reads_ahead_boundedly():
 
 
 def test_ray_and_local_give_the_same_rows(ray_instance):
+    # A plain function here; a class with constructor arguments (`Splitter`) in the split test below.
     executor = get_executor("ray", num_cpus=1)
     assert list(executor.map_batches(expand, ROWS, batch_size=4)) == EXPECTED
-    scaled = list(executor.map_batches(Scale, ROWS, 5, {"factor": 3}))
-    assert scaled == list(get_executor("local").map_batches(Scale, ROWS, 5, {"factor": 3}))
     assert list(executor.map_batches(expand, [], batch_size=4)) == []
 
 
