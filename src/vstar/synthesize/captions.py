@@ -306,7 +306,8 @@ def plan_steps(duration: float, clip_seconds: float, summary_seconds: float, fps
         bounds.append([start, min(start + clip_seconds, duration)])
         start += clip_seconds
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < interval:
-        bounds[-2][1] = bounds.pop()[1]
+        tail = bounds.pop()
+        bounds[-1][1] = tail[1]
     per_summary = round(summary_seconds / clip_seconds)
     steps = []
     for k, (start, end) in enumerate(bounds):
@@ -441,7 +442,6 @@ def caption_rounds(
     work_dir: str | Path,
     slug: str,
     prompts: CaptionPrompts,
-    fps: float,
 ) -> dict[str, int]:
     """Ask every clip's steps with one teacher, round by round, filling the states; returns requests per level.
 
@@ -451,13 +451,11 @@ def caption_rounds(
     Args:
         states: the clips (fresh states; answers already on disk are read back, not asked again).
         backend: the teacher.
-        settings: generation settings (level 1 samples `fps` frames per second whatever they say).
+        settings: generation settings (`caption_settings`: level 1 samples `fps` frames per second).
         work_dir: where the passes' chunk files are.
         slug: the teacher's key in the pass names.
         prompts: the templates.
-        fps: level-1 frames per second.
     """
-    video_settings = replace(settings, video_fps=fps, num_frames=None)
     asked: Counter[str] = Counter()
     round_index = 0
     while True:
@@ -484,9 +482,7 @@ def caption_rounds(
                     )
                 )
             what = f"round {round_index + 1}, level {level}"
-            asked[f"level{level}"] += run_generation(
-                requests, backend, work_dir, name, video_settings if level == 1 else settings, description=what
-            )
+            asked[f"level{level}"] += run_generation(requests, backend, work_dir, name, settings, description=what)
             answers = {g["id"]: g["answer"] for g in read_generations(work_dir, name)}
             skipped = {e["id"]: e["error"] for e in read_skipped(work_dir, name)}
             for state in group:
@@ -499,6 +495,11 @@ def caption_rounds(
                     state.failure = f"level {level} ({_seconds(step.start)}-{_seconds(step.end)} s): {error}"
         round_index += 1
     return dict(asked)
+
+
+def caption_settings(config: CaptionConfig, settings: GenerationSettings) -> GenerationSettings:
+    """The generation settings of a caption run: level-1 windows sampled at `config.fps` frames per second."""
+    return replace(settings, video_fps=config.fps, num_frames=None)
 
 
 # --- output ------------------------------------------------------------------------------------------------------
@@ -619,7 +620,8 @@ def caption(
         config: what to caption and how (see `CaptionConfig`).
         settings: generation settings (backend, batch size, `max_new_tokens`, ...); defaults to
             `GenerationSettings()`.
-        backends: already loaded teachers by `--teacher` value (default: each loaded in turn, once).
+        backends: already loaded teachers by `--teacher` value, built with `caption_settings(config, settings)`
+            (default: each loaded in turn, once).
 
     Returns:
         The output directory: `load_dataset(output)` gives the captions, `load_dataset(output, "rejected")` the
@@ -676,14 +678,14 @@ def caption(
     by_id = {row["id"]: row for row in rows}
     for teacher in config.teacher:
         backend_name, model = split_teacher(teacher, settings.backend)
-        teacher_settings = replace(settings, backend=backend_name)
+        teacher_settings = replace(caption_settings(config, settings), backend=backend_name)
         started = time.perf_counter()
         loaded = teacher in backends
         backend = backends[teacher] if loaded else get_backend(teacher_settings, model)
-        name = teacher_name(model, backend_name, backend, teacher_settings)
+        name = teacher_name(backend.model_name or model, backend_name, backend, teacher_settings)
         states, unusable = _states(rows, config, task)
         logger.info("Captioning %d clips with %s (%d cannot be captioned)", len(states), name, len(unusable))
-        asked = caption_rounds(states, backend, teacher_settings, work, teacher_slug(teacher), prompts, config.fps)
+        asked = caption_rounds(states, backend, teacher_settings, work, teacher_slug(teacher), prompts)
         if not loaded:
             del backend
             gc.collect()
