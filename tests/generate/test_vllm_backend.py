@@ -1,14 +1,13 @@
 """The vLLM backend without vLLM: its pure parts on real clips, processors and PEFT adapters, the engine faked.
 
-vLLM needs a CUDA GPU, so the engine (`vllm.LLM`) is replaced by a stand-in module in `sys.modules`; everything
+vLLM needs a CUDA GPU, so the engine (`vllm.LLM`) is replaced by a stand-in module in `sys.modules`
+(`vstar.testing.fake_vllm`); everything
 before it (frames, metadata, chat prompts, merged weights, engine and sampling arguments) and after it (answers
 in request order, resumable chunk files) is the real code.
 """
 
 import json
 import sys
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,74 +27,16 @@ from vstar.generate.vllm import (
     request_sampling_kwargs,
     sampling_kwargs,
 )
+from vstar.testing.fake_vllm import FakeCompletion, FakeLLM, FakeRequestOutput
+from vstar.testing.fake_vllm import install as install_fake_vllm
 from vstar.train.collator import video_model_inputs
 from vstar.video import sample_frames
 
 
-# -- a stand-in for the `vllm` package ------------------------------------------------------------------------
-@dataclass
-class FakeCompletion:
-    text: str
-
-
-@dataclass
-class FakeRequestOutput:
-    request_id: str
-    outputs: list[FakeCompletion] = field(default_factory=list)
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
-class FakeLoRARequest:
-    def __init__(self, lora_name, lora_int_id, lora_path):
-        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
-
-
-class FakeLLM:
-    """Answers every prompt with its user text and the frames it got, returned in reverse order, as vLLM could."""
-
-    instances: list["FakeLLM"] = []
-    fail_on_call: int | None = None
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.calls: list[dict] = []
-        self.counter = 0
-        FakeLLM.instances.append(self)
-
-    def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
-        self.calls.append({"prompts": prompts, "sampling_params": sampling_params, "lora_request": lora_request})
-        if FakeLLM.fail_on_call is not None and len(self.calls) == FakeLLM.fail_on_call:
-            raise RuntimeError("engine died")
-        outputs = []
-        for prompt in prompts:
-            user_text = prompt["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
-            if "multi_modal_data" not in prompt:  # text only
-                text = f"  {user_text} | text only\n"
-            else:
-                frames, metadata = prompt["multi_modal_data"]["video"]
-                user_text = user_text.split("<|vision_end|>")[1]
-                text = f"  {user_text} | {len(frames)} frames at {metadata['fps']:g} fps\n"
-            outputs.append(FakeRequestOutput(str(self.counter), [FakeCompletion(text)]))
-            self.counter += 1
-        return outputs[::-1]
-
-
+# -- the stand-in for the `vllm` package (vstar.testing.fake_vllm) -------------------------------------------
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    for name, module in {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(FakeLLM, "instances", [])
-    monkeypatch.setattr(FakeLLM, "fail_on_call", None)
-    return vllm
+    return install_fake_vllm(monkeypatch)
 
 
 def echoed(request: GenerationRequest, frames: int = 8, fps: float = 8) -> str:
@@ -382,9 +323,3 @@ def test_run_generation_resumes_through_chunk_files(fake_vllm, tiny_model_dirs, 
         assert (row["question"], row["prompt"]) == (request.question, request.prompt)
         assert row["answer"] == echoed(request) and row["generator"] == model
     assert run_generation(requests, get_backend(settings, model), tmp_path, "direct", settings, 0, 1) == 0
-
-
-def test_refuses_to_start_one_engine_per_launched_process(monkeypatch, tiny_model_dirs):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="without torchrun"):
-        VLLMBackend(str(tiny_model_dirs["qwen2_5_vl"]), settings=GenerationSettings(backend="vllm"))

@@ -264,6 +264,16 @@ class GenerationBackend(ABC):
         used afterwards."""
         release_accelerator_memory()
 
+    def shard(self, rank: int, world_size: int) -> tuple[int, int, bool]:
+        """`(shard, num_shards, writes)`: which share of the chunks this process answers, and whether it writes
+        them. One share per process by default; a backend whose engine spans several processes (vLLM's tensor
+        parallel groups under a launch) gives all of them the engine's share and lets one of them write it.
+
+        Args:
+            rank, world_size: this process's rank and the number of processes, as `run_generation` has them.
+        """
+        return rank, world_size, True
+
 
 def release_accelerator_memory() -> None:
     """Collect dropped models and hand their cached GPU memory back to the device (a no-op on the CPU)."""
@@ -647,6 +657,9 @@ def run_generation(
         wait_for_everyone()
     todo = [r for r in sorted(requests, key=lambda r: r.key) if r.key not in done]
     chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
+    # Chunks go to shards (one per process, or one per engine spanning several); files are named by shard.
+    process_rank = rank
+    rank, world_size, writes = backend.shard(rank, world_size)
     mine = chunks[rank::world_size]
     count = sum(len(c) for c in mine)
     # Name the process only when there are several.
@@ -658,7 +671,7 @@ def run_generation(
         return 0
     logger.info("%s: %d to answer in %d chunks, %d already done", what, count, len(mine), len(done))
     next_chunk = len(_chunk_files(output_dir, name, rank))
-    progress = tqdm(total=count, desc=what, unit="clip", disable=rank != 0)
+    progress = tqdm(total=count, desc=what, unit="clip", disable=process_rank != 0)
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstar-prepare")
     batches = ((i, batch) for i, chunk in enumerate(mine) for batch in _batches(chunk, settings.batch_size))
     rows: list[dict[str, Any]] = []
@@ -700,11 +713,12 @@ def run_generation(
         progress.update(len(batch) + len(skipped))
         if handled == len(mine[chunk]):
             if rows:
-                path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
-                with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
-                    writer.write_all(rows)
+                if writes:
+                    path = output_dir / f"{name}-rank{rank:03d}-{next_chunk:05d}.parquet"
+                    with ParquetRowWriter(path, GENERATION_FEATURES, batch_size=len(rows)) as writer:
+                        writer.write_all(rows)
                 answered, next_chunk = answered + len(rows), next_chunk + 1
-            if skips:
+            if skips and writes:
                 _write_json(skip_file, skips)
             rows, handled = [], 0
     prefetch.shutdown()
@@ -721,7 +735,7 @@ def run_generation(
             count,
             skip_file,
         )
-    if not skips and skip_file.exists():
+    if writes and not skips and skip_file.exists():
         skip_file.unlink()  # every request it listed was answered this time
     if launched:
         wait_for_everyone()  # callers read every rank's answers next

@@ -26,8 +26,20 @@ Adapters are applied in one of two ways (`lora_mode`):
   decoding, and it works for adapters vLLM cannot serve as LoRA (e.g. ones that train whole modules). Each
   adapter gets its own full-size copy: delete the copies of cycles you no longer need.
 
-Launch it as one process (not under `torchrun`): vLLM starts its own workers for the `tensor_parallel_size` GPUs
-and batches continuously, so one engine keeps them busy; larger `batch_size`s give it more to schedule.
+Two ways to use a node:
+
+- one process (no launcher): one engine drives `tensor_parallel_size` GPUs with its own workers and batches
+  continuously; larger `batch_size`s give it more to schedule;
+- under `torchrun` / `accelerate launch` (as TRL's colocated mode does): every group of `tensor_parallel_size`
+  consecutive ranks runs one engine on its ranks' GPUs in the launch's process group (vLLM's
+  `distributed_executor_backend="external_launcher"`), so 8 GPUs with `tensor_parallel_size: 1` are 8 engines
+  answering their own chunks (`engine_plan`). The ranks of one group answer the same chunks in lockstep and
+  only the group's first rank writes them. `vstar cycle` then trains in the same launch, after `close()` has shut
+  the engines down.
+
+```bash
+accelerate launch --num_processes 8 -m vstar.cli cycle --config recipe.yaml  # generation_backend: vllm
+```
 """
 
 from __future__ import annotations
@@ -48,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from vstar.distributed import is_distributed
+from vstar.distributed import init_distributed
 from vstar.generate.base import (
     BACKENDS,
     GenerationBackend,
@@ -121,16 +133,150 @@ def sampling_kwargs(settings: GenerationSettings) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class EnginePlan:
+    """Which engine a process belongs to and which share of the work that engine answers.
+
+    Attributes:
+        launched: the process is one of several of a launch (each engine group runs vLLM with the
+            `external_launcher` executor); `False` for one process whose engine starts its own workers.
+        devices: the local GPU indices the engine spans (this process's own GPU is `devices[rank_in_group]`
+            under a launch; one process drives all of them).
+        group: the global ranks of the processes that run this engine together (tensor parallel).
+        rank_in_group: this process's place in `group`.
+        data_parallel_rank, data_parallel_size: this engine's share of the chunks, and the number of engines.
+    """
+
+    launched: bool
+    devices: tuple[int, ...]
+    group: tuple[int, ...]
+    rank_in_group: int
+    data_parallel_rank: int
+    data_parallel_size: int
+
+    @property
+    def leader(self) -> bool:
+        """The group's first process: the one that writes the engine's answers."""
+        return self.rank_in_group == 0
+
+    @property
+    def device(self) -> int:
+        """The local GPU this process drives (the first of the engine's for one process)."""
+        return self.devices[self.rank_in_group]
+
+
+def engine_plan(
+    world_size: int,
+    rank: int,
+    local_rank: int,
+    tensor_parallel_size: int,
+    local_world_size: int | None = None,
+    num_gpus: int | None = None,
+) -> EnginePlan:
+    """The engine a process runs under a launch of `world_size` processes (or alone, `world_size` 1).
+
+    Consecutive ranks form an engine (as vLLM's and TRL's tensor parallel groups do: ranks 0-1, 2-3, ... for
+    `tensor_parallel_size` 2), each process on its own GPU `local_rank`, so an engine never spans two nodes as
+    long as a node's process count is a multiple of `tensor_parallel_size`.
+
+    Args:
+        world_size: processes of the launch (`WORLD_SIZE`), 1 without a launcher.
+        rank: this process's global rank (`RANK`).
+        local_rank: its rank on its node (`LOCAL_RANK`), which is also its GPU.
+        tensor_parallel_size: GPUs one engine spans.
+        local_world_size: processes per node (`LOCAL_WORLD_SIZE`; default: all of them on one node).
+        num_gpus: GPUs visible on this node, when known (checked against what the plan needs).
+
+    Raises:
+        ValueError: naming the setting to change, for sizes that cannot be laid out.
+    """
+    tp = tensor_parallel_size
+    if tp < 1 or world_size < 1:
+        raise ValueError(f"tensor_parallel_size and the world size must be at least 1, not {tp} and {world_size}.")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"Rank {rank} is outside a launch of {world_size} processes.")
+    if world_size == 1:
+        if num_gpus is not None and tp > num_gpus:
+            raise ValueError(
+                f"tensor_parallel_size {tp} needs {tp} GPUs, but this machine has {num_gpus}: lower "
+                "--tensor_parallel_size (vllm_tensor_parallel_size in a recipe)."
+            )
+        return EnginePlan(False, tuple(range(tp)), (0,), 0, 0, 1)
+    local_world_size = world_size if local_world_size is None else local_world_size
+    if local_world_size < 1 or world_size % local_world_size:
+        raise ValueError(f"{local_world_size} processes per node do not divide a launch of {world_size}.")
+    if not 0 <= local_rank < local_world_size or rank % local_world_size != local_rank:
+        raise ValueError(
+            f"Rank {rank} has local rank {local_rank} with {local_world_size} processes per node; the vllm backend "
+            "needs the launcher's usual layout (consecutive ranks on one node)."
+        )
+    if tp > local_world_size:
+        raise ValueError(
+            f"tensor_parallel_size {tp} is larger than the {local_world_size} processes (GPUs) of a node: an engine "
+            f"spans the GPUs of one node; lower vllm_tensor_parallel_size or launch {tp} processes per node."
+        )
+    if local_world_size % tp:
+        raise ValueError(
+            f"tensor_parallel_size {tp} does not divide the {local_world_size} processes of a node (world size "
+            f"{world_size}): launch a multiple of {tp} processes per node, or pick a tensor_parallel_size that "
+            "divides it."
+        )
+    if num_gpus is not None and local_world_size > num_gpus:
+        raise ValueError(
+            f"{local_world_size} processes per node but {num_gpus} GPUs: launch one process per GPU "
+            f"(--nproc_per_node {num_gpus})."
+        )
+    first = rank - rank % tp
+    first_local = local_rank - local_rank % tp
+    return EnginePlan(
+        launched=True,
+        devices=tuple(range(first_local, first_local + tp)),
+        group=tuple(range(first, first + tp)),
+        rank_in_group=rank - first,
+        data_parallel_rank=rank // tp,
+        data_parallel_size=world_size // tp,
+    )
+
+
+def plan_from_env(tensor_parallel_size: int) -> EnginePlan:
+    """`engine_plan` for this process, from the launcher's environment and the visible GPUs.
+
+    Args:
+        tensor_parallel_size: GPUs one engine spans.
+    """
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return engine_plan(
+        world_size,
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+        tensor_parallel_size,
+        int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+        torch.cuda.device_count() if torch.cuda.is_available() else None,
+    )
+
+
 def engine_kwargs(
-    model: str, settings: GenerationSettings, tokenizer: str | None = None, enable_lora: bool = False
+    model: str,
+    settings: GenerationSettings,
+    tokenizer: str | None = None,
+    enable_lora: bool = False,
+    plan: EnginePlan | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of `vllm.LLM` for a model directory (or Hub id) and the settings.
+
+    Under a launch (`plan.launched`) the engine joins the launch's processes (`external_launcher`: no workers of
+    its own, each process runs its share of the `tensor_parallel_size` GPUs) and takes the seed `seed +
+    data_parallel_rank`: the same for the processes of one engine, as vLLM needs, and another for each engine.
+    Answers do not depend on it: every request carries its own seed (`sampling_kwargs`).
 
     Args:
         model: the weights the engine loads (the base model, or a merged copy).
         settings: `tensor_parallel_size`, `gpu_memory_utilization`, `max_model_len`, `max_lora_rank`, `seed`.
         tokenizer: a separate tokenizer directory, else the model's.
         enable_lora: serve LoRA adapters (`lora_mode: request`).
+        plan: this process's engine (`engine_plan`), or `None` for one process.
     """
     kwargs: dict[str, Any] = {
         "model": model,
@@ -140,6 +286,12 @@ def engine_kwargs(
         # Memory for multimodal inputs is reserved per item; prompts here hold exactly one clip.
         "limit_mm_per_prompt": {"video": 1},
     }
+    if plan is not None and plan.launched:
+        if len(plan.group) != settings.tensor_parallel_size:
+            raise ValueError(
+                f"The plan's engine spans {len(plan.group)} processes, the settings {settings.tensor_parallel_size}."
+            )
+        kwargs.update(distributed_executor_backend="external_launcher", seed=settings.seed + plan.data_parallel_rank)
     if tokenizer:
         kwargs["tokenizer"] = tokenizer
     if settings.max_model_len is not None:
@@ -357,6 +509,50 @@ def _replace_dir(staging: Path, target: Path, fingerprint: str) -> None:
 # -- the backend ----------------------------------------------------------------------------------------------
 
 
+def prepare_launched_engine(plan: EnginePlan) -> None:
+    """What an `external_launcher` engine expects of its process, set before it starts (as TRL's colocated mode).
+
+    The launch's process group is joined first (accelerate's, so training later uses the same one and vLLM, which
+    only creates a group when none exists, builds its groups inside it); the process is pinned to its own GPU; and
+    the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: with the external launcher no engine
+    process of its own may start).
+
+    Args:
+        plan: this process's engine (`plan.launched`).
+    """
+    import torch
+
+    init_distributed()
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(plan.device)
+
+
+def teardown_vllm_groups(parallel_state: Any, launched: bool) -> None:
+    """Destroy vLLM's process groups; under a launch, keep the launch's own.
+
+    vLLM's `destroy_distributed_environment` ends with `torch.distributed.destroy_process_group()`, the default
+    group: under a launch that is the group training is about to use. Its own groups (tensor / pipeline / data
+    parallel, and the world `GroupCoordinator`, whose device and CPU groups are `new_group`s over the launch's
+    ranks) are destroyed one by one instead, and its world cleared so another engine can start later.
+
+    Args:
+        parallel_state: `vllm.distributed.parallel_state`.
+        launched: the process is part of a launch.
+    """
+    with contextlib.suppress(AttributeError, AssertionError, RuntimeError, ValueError):
+        parallel_state.destroy_model_parallel()
+    if not launched:
+        with contextlib.suppress(AttributeError, AssertionError, RuntimeError, ValueError):
+            parallel_state.destroy_distributed_environment()
+        return
+    world = getattr(parallel_state, "_WORLD", None)
+    if world is not None:
+        with contextlib.suppress(AttributeError, AssertionError, RuntimeError, ValueError):
+            world.destroy()
+        parallel_state._WORLD = None
+
+
 @dataclass
 class VLLMBatch:
     """A prepared batch: the requests and their vLLM prompts, in the same order."""
@@ -402,14 +598,10 @@ class VLLMBackend(GenerationBackend):
     ):
         self.settings = settings or GenerationSettings()
         check_lora_mode(self.settings.lora_mode)
-        if is_distributed():
-            # Every rank would start its own engine on the same first GPUs.
-            raise ValueError(
-                "The vllm backend runs as one process that drives its GPUs itself: launch it without torchrun / "
-                "accelerate launch and set --tensor_parallel_size to the GPUs one model copy spans. For one process "
-                "per GPU, use the transformers backend."
-            )
+        self.plan = plan_from_env(self.settings.tensor_parallel_size)
         vllm = import_vllm()
+        if self.plan.launched:
+            prepare_launched_engine(self.plan)
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(processor or model)
@@ -427,7 +619,9 @@ class VLLMBackend(GenerationBackend):
                     "raise --max_lora_rank (to a rank vLLM offers, e.g. 128) or use --lora_mode merge."
                 )
             self.lora_request = vllm.LoRARequest(lora_name=adapter_dir.name, lora_int_id=1, lora_path=str(adapter_dir))
-        kwargs = engine_kwargs(engine_model, self.settings, tokenizer, enable_lora=self.lora_request is not None)
+        kwargs = engine_kwargs(
+            engine_model, self.settings, tokenizer, enable_lora=self.lora_request is not None, plan=self.plan
+        )
         logger.info("Starting vLLM: %s", kwargs)
         self.llm = vllm.LLM(**kwargs)
         self.sampling_params = vllm.SamplingParams(**sampling_kwargs(self.settings))
@@ -448,12 +642,18 @@ class VLLMBackend(GenerationBackend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        with contextlib.suppress(ImportError, AttributeError, AssertionError, RuntimeError):
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+        with contextlib.suppress(ImportError):
+            from vllm.distributed import parallel_state
 
-            destroy_model_parallel()
-            destroy_distributed_environment()
+            teardown_vllm_groups(parallel_state, launched=self.plan.launched)
         super().close()
+
+    def shard(self, rank: int, world_size: int) -> tuple[int, int, bool]:
+        """Under a launch, the engine's share (every process of an engine answers the same chunks, its first
+        writes them); alone, the caller's."""
+        if not self.plan.launched:
+            return super().shard(rank, world_size)
+        return self.plan.data_parallel_rank, self.plan.data_parallel_size, self.plan.leader
 
     def use_settings(self, settings: GenerationSettings) -> None:
         super().use_settings(settings)
