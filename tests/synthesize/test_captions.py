@@ -23,7 +23,7 @@ from vstar.errors import ConfigError
 from vstar.generate.base import GenerationBackend, GenerationSettings, RequestFailed, sample_clip
 from vstar.synthesize import CAPTION_FEATURES, CaptionConfig, caption
 from vstar.synthesize.caption_parse import clean_caption
-from vstar.synthesize.captions import CaptionPrompts, Step, plan_steps
+from vstar.synthesize.captions import CaptionPrompts, Step, parse_caption_args, plan_steps
 from vstar.video import write_video
 
 # As `caption_settings` makes them: level-1 windows at 1 frame per second.
@@ -129,6 +129,8 @@ def test_settings_and_prompt_overrides_are_checked(tmp_path):
         CaptionConfig(teacher=["m"], fps=0.05)
     with pytest.raises(ConfigError, match=r"lacks \{context\}"):
         CaptionPrompts.load({"level1": "Describe {start} to {end}. {hint}"})
+    config, settings = parse_caption_args(["--teacher", "a", "--batch_size", "4", "--teacher=b", "--teacher", "c"])
+    assert config.teacher == ["a", "b", "c"] and settings.batch_size == 4
     override = tmp_path / "level3.txt"
     override.write_text("WHOLE {duration} s.\n{context}\n{hint}\nDescribe it all.\n")
     config = CaptionConfig(teacher=["m"], prompts=json.dumps({"level3": str(override)}))

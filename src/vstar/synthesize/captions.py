@@ -743,6 +743,30 @@ def _empty_cuda_cache() -> None:
         pass
 
 
+def parse_caption_args(argv: Sequence[str]) -> tuple[CaptionConfig, GenerationSettings]:
+    """The settings of a `vstar caption` command line; `--teacher A --teacher B` is `--teacher A B` (argparse would
+    keep only the last), and a recipe's `teacher:` list is replaced by the flags when they are given.
+
+    Args:
+        argv: the arguments after `caption`.
+    """
+    teachers, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--teacher":
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                teachers.append(argv[i])
+                i += 1
+            continue
+        if arg.startswith("--teacher="):
+            teachers.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return parse_configs((CaptionConfig, GenerationSettings), rest + (["--teacher", *teachers] if teachers else []))
+
+
 def main(argv: list[str]) -> None:
-    config, settings = parse_configs((CaptionConfig, GenerationSettings), argv)
+    config, settings = parse_caption_args(argv)
     caption(config, settings)
