@@ -574,7 +574,9 @@ def request_sampling_kwargs(requests: Sequence[GenerationRequest], settings: Gen
 
 @BACKENDS.register("vllm")
 class VLLMBackend(GenerationBackend):
-    """Generation with a vLLM engine (`LLM.generate`).
+    """Generation with a vLLM engine (`LLM.generate`): one process's engine on `tensor_parallel_size` GPUs, or,
+    under `torchrun` / `accelerate launch`, the engine of this process's group of ranks (`engine_plan`), which
+    answers the group's share of the chunks (`shard`).
 
     Args:
         model: base model id or directory.
@@ -586,7 +588,8 @@ class VLLMBackend(GenerationBackend):
 
     Raises:
         ImportError: when vLLM is not installed.
-        ValueError: for an unknown `lora_mode`, or an adapter whose rank exceeds `max_lora_rank`.
+        ValueError: for an unknown `lora_mode`, an adapter whose rank exceeds `max_lora_rank`, or a
+            `tensor_parallel_size` the launch's processes cannot be grouped by (see `engine_plan`).
     """
 
     def __init__(
