@@ -7,7 +7,7 @@ the curves to `OUTPUT/rl_curves.png` and everything to `OUTPUT/rl_results.json`.
 
 Setup, all on the demo (shapes clips, tiny Qwen2.5-VL):
 1. the demo's source, base model, 100-clip seed set and warm start (full finetune, 910 steps), built by the same
-   functions as `bench/experiment_noise.py` and `vstar demo`;
+   functions and settings as `vstar demo` (and `make bench-noise`, whose warm start is the same);
 2. STaR: the loop's cycles (`recipes/demo/config_shapes_tiny.yaml`: generate, verify, rationalize, train, evaluate)
    on the other 900 training clips; its answer count (direct + hinted) is the budget;
 3. GRPO (`recipes/demo/config_grpo_shapes_tiny.yaml`): LoRA on the warm start, the shapes verifier as the reward,
@@ -21,27 +21,53 @@ small version to check that everything works; it records nothing.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
 from pathlib import Path
 
 import torch
-from experiment_noise import prepare
 from results import record
 
 from vstar.configs import CycleConfig, parse_configs
 from vstar.cycle import CycleRunner, RunState
-from vstar.demo import DEMO_RECIPE, recipe_path
+from vstar.demo import DEMO_RECIPE, recipe_path, seed_rows, write_seed_dataset
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import get_backend, read_generations
+from vstar.tasks.base import load_task
 from vstar.train.grpo import VStarGRPOConfig, train_grpo
-from vstar.train.sft import VStarSFTConfig
+from vstar.train.sft import VStarSFTConfig, train
 
 logger = logging.getLogger("experiment_rl")
 
 GRPO_RECIPE = "demo/config_grpo_shapes_tiny.yaml"
 ARMS = {"grpo": {}, "grpo_hint": {"hint_when_all_fail": True}}
+
+
+def prepare(out: Path, train_config: VStarSFTConfig, sizes: dict, seed: int) -> None:
+    """The demo's source, base model, seed set and warm start (each once), as `vstar demo` makes them."""
+    from vstar.sources.shapes import ShapesConfig, build_shapes
+    from vstar.testing.tiny_models import build_tiny_vlm
+
+    state = RunState(out / "setup_state.json")
+    if not state.done("source"):
+        build_shapes(
+            ShapesConfig(output=str(out / "source"), num_train=sizes["train"], num_test=sizes["test"], seed=seed)
+        )
+        state.mark("source")
+    if not state.done("base_model"):
+        build_tiny_vlm(out / "base-model", architecture="qwen2_5_vl", seed=seed)
+        state.mark("base_model")
+    if not state.done("seed"):
+        write_seed_dataset(out / "seed", seed_rows(out / "source", sizes["seed"], load_task("shapes"), seed))
+        state.mark("seed")
+    if not state.done("warm_start"):
+        warm = copy.deepcopy(train_config)
+        warm.model_name_or_path, warm.output_dir = str(out / "base-model"), str(out / "warm-start")
+        warm.dataset, warm.finetuning, warm.init_adapter = str(out / "seed"), "full", None
+        warm.max_steps, warm.learning_rate = sizes["warm_steps"], 2e-3
+        state.mark("warm_start", train(warm))
 
 
 def star_answers(run_dir: Path, cycles: int) -> list[int]:

@@ -174,7 +174,10 @@ def test_hint_regenerates_failed_groups_against_the_unhinted_prompt(tiny_model_d
     inputs = group_inputs(trainer, 4)
     assert all(row["hint_text"] != row["prompt_text"] for row in inputs)
     assert "square" in inputs[0]["hint_text"] and json.loads(inputs[0]["label"])["label"] in inputs[0]["hint_text"]
+    # Rollouts never contain a vision placeholder (it would be read as a video token by every later forward).
+    assert trainer._video_pad_token_id in trainer.generation_config.suppress_tokens
     batch = trainer._generate_and_score_completions(inputs)
+    assert not (batch["completion_ids"] == trainer._video_pad_token_id).any()
     metrics = trainer._metrics["train"]
     # An untrained model fails every group: the last 2 rollouts of each of the 2 groups are hinted.
     assert metrics["hint/groups_all_failed"] == [1.0]

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Processor outputs that carry the video, kept per sample in the generation batch.
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids")
+# Special tokens that mark where vision inputs go (Qwen2/2.5/3-VL; others' are found the same way when present).
+VISION_TOKENS = ("<|video_pad|>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<video>", "<image>")
 GRPO_SUMMARY = "train_summary.json"
 REWARDS_FILE = "rewards.json"
 
@@ -233,6 +235,12 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.clips = ClipCache(config.num_frames, config.video_fps, config.clip_cache_mb << 20)
         self.processing_class.tokenizer.padding_side = "left"
         self._loss_video: dict[str, Any] | None = None
+        # A sampled vision placeholder would read as one more video token in every later forward (the model then
+        # fails: video features and tokens do not match), so rollouts may not contain them.
+        tokenizer = self.processing_class.tokenizer
+        placeholders = {tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS if t in tokenizer.get_vocab()}
+        suppressed = set(self.generation_config.suppress_tokens or [])
+        self.generation_config.suppress_tokens = sorted(suppressed | placeholders)
 
     # --- prompts and generation
 
