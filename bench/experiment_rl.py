@@ -100,9 +100,14 @@ def plot(curves: dict, path: Path) -> None:
     for name, curve in curves.items():
         left.plot(curve["answers"], curve["heldout"], marker="o", label=name)
         if curve.get("reward"):
-            right.plot(curve["reward_answers"], curve["reward"], label=name)
+            # One step's reward is the mean over 4 prompts: the moving average over 10 steps shows the trend.
+            window = 10
+            reward = curve["reward"]
+            smooth = [sum(reward[max(0, i - window + 1) : i + 1]) / len(reward[max(0, i - window + 1) : i + 1])
+                      for i in range(len(reward))]  # fmt: skip
+            right.plot(curve["reward_answers"], smooth, label=name)
     left.set(xlabel="generated answers", ylabel="held-out accuracy", title="Held-out accuracy (greedy, 200 clips)")
-    right.set(xlabel="generated answers", ylabel="mean reward", title="GRPO training reward (accuracy + 0.1 format)")
+    right.set(xlabel="generated answers", ylabel="mean reward (10-step mean)", title="GRPO training reward")
     left.legend()
     right.legend()
     fig.tight_layout()
