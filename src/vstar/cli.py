@@ -1,5 +1,5 @@
 """The `vstar` command line: the loop's stages (`build|generate|verify|assemble|train|cycle|eval|push|demo`) and the
-second path's (`caption|qa|export|split|select|train-scorer|grpo|view`).
+second path's (`split|caption|select|qa|export|train-scorer|flywheel|grpo|view`).
 
 Every command takes `--config recipe.yaml` plus `--field value` overrides of its typed settings; `vstar CMD
 --help` lists them, vstar's own first. One recipe serves every command: keys of the other commands are skipped.
@@ -52,6 +52,7 @@ second path (curation, synthesis, noise-robust training, RL):
   qa             question-answer pairs of 16 types from captions (open-ended and multiple choice)
   export         write an instruction dataset as LLaVA-Video conversation JSON
   train-scorer   fine-tune a video-text scorer (InfoNCE or MAMA's angular margin)
+  flywheel       the caption flywheel: caption, select, train on what is kept, caption again
   grpo           reinforcement learning with the task's verifier as the reward (TRL GRPO on video)
   view           browse a run's answers beside their clips in the browser (Gradio)
 
@@ -287,6 +288,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "qa": _module_command("vstar.synthesize.qa"),
     "export": _module_command("vstar.export"),
     "train-scorer": _module_command("vstar.train.scorer"),
+    "flywheel": _module_command("vstar.flywheel"),
     "grpo": _module_command("vstar.train.grpo"),
     "view": _module_command("vstar.view.app"),
 }
