@@ -1,6 +1,6 @@
 """`vstar caption` with the windows of many clips batched per round, against one window at a time.
 
-Run: `PYTHONPATH=src python bench/bench_caption.py [--quick] [--clips 12] [--seconds 40] [--repeats 2]`; writes
+Run: `PYTHONPATH=src python bench/bench_caption.py [--quick] [--clips 64] [--seconds 40] [--repeats 1]`; writes
 `caption_batched_vs_sequential` (output tokens/s batched over tokens/s one at a time) and
 `caption_output_tokens_per_s` (batched) to `bench/results.json`.
 
@@ -11,7 +11,7 @@ the format teacher of `vstar.testing.teachers` (trained here first, a few minute
 whose answers pass the caption parser, so every clip goes through all its rounds (an untrained tiny model's random
 text is rejected at the first window and the rounds would be empty). Generated tokens are counted (end-of-turn and
 padding left out) and the ratio is of output tokens per second; the script checks that both settings asked the same
-requests. The only difference is `batch_size`: 16 (each round's windows of every clip in one batch) against 1 (one
+requests. The only difference is `batch_size`: 64 (each round's windows of all 64 clips in one batch) against 1 (one
 window at a time). Torch runs on one thread; the settings take turns and the median is compared. `--quick` checks
 that it runs; it records nothing.
 """
@@ -48,7 +48,7 @@ def build_source(root: Path, clips: int, seconds: int) -> Path:
         frames = np.full((seconds * 2, 64, 64, 3), 12, dtype=np.uint8)
         for t in range(len(frames)):
             x = abs((t * 2 + i * 5) % 64 - 32)  # bounces between the edges
-            frames[t, 16:48, x : x + 32] = (200, 40 + 7 * i, 40) if (t // 40) % 2 == 0 else (40, 60, 200)
+            frames[t, 16:48, x : x + 32] = (200, 40 + 5 * (i % 40), 40) if (t // 40) % 2 == 0 else (40, 60, 200)
         path = write_video(root / "videos" / f"clip{i}.mp4", frames, fps=2)
         rows.append({"id": f"clip{i}", "video": {"path": str(path), "bytes": None}, "start": None, "end": None})
     features = Features(
@@ -73,10 +73,11 @@ def timed_run(backend, config: CaptionConfig, settings: GenerationSettings) -> t
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 clips of 12 s, once, no recording")
-    parser.add_argument("--clips", type=int, default=12, help="clips captioned in each setting")
+    parser.add_argument("--clips", type=int, default=64, help="clips captioned in each setting")
+    parser.add_argument("--batch-size", type=int, default=64, help="requests per batch in the batched setting")
     parser.add_argument("--seconds", type=int, default=40, help="length of each clip (40 s: 4 windows, 1 summary)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per setting")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per setting")
     parser.add_argument("--teacher", default=None, help="a format teacher already built (default: build one)")
     args = parser.parse_args(argv)
     clips, seconds, max_new_tokens, repeats = (
@@ -90,12 +91,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         source = build_source(root, clips, seconds)
         model_dir = build_format_teacher(args.teacher or root / "teacher")
         config = CaptionConfig(dataset=str(source), teacher=["tiny"], output=str(root / "captions"))
-        batched = caption_settings(config, GenerationSettings(batch_size=16, max_new_tokens=max_new_tokens))
+        generation = GenerationSettings(batch_size=args.batch_size, max_new_tokens=max_new_tokens)
+        batched = caption_settings(config, generation)
         sequential = replace(batched, batch_size=1)
         backend = FixedLengthBackend(str(model_dir), settings=batched)
         backend.model.generation_config.min_new_tokens = None  # the teacher's own answers, counted
         timed_run(backend, replace(config, limit=2), batched)  # warm-up: first calls allocate
-        runs: dict[int, list[tuple[float, int, int]]] = {1: [], 16: []}
+        runs: dict[int, list[tuple[float, int, int]]] = {1: [], batched.batch_size: []}
         for _ in range(repeats):
             for settings in (sequential, batched):
                 runs[settings.batch_size].append(timed_run(backend, config, settings))
@@ -103,18 +105,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def throughput(size: int) -> float:
         return statistics.median(tokens / seconds for seconds, tokens, _ in runs[size])
 
-    if {r[2] for r in runs[1] + runs[16]} != {runs[16][0][2]}:
+    size = args.batch_size
+    if {r[2] for r in runs[1] + runs[size]} != {runs[size][0][2]}:
         raise SystemExit(f"the settings asked different requests: {runs}")
-    ratio = throughput(16) / throughput(1)
+    ratio = throughput(size) / throughput(1)
     print(f"{clips} clips of {seconds} s, at most {max_new_tokens} new tokens per answer, torch on 1 thread")
     print(f"{'batch size':>10} {'seconds':>8} {'requests':>8} {'tokens/s':>9}")
-    for size in (1, 16):
-        elapsed = statistics.median(s for s, _, _ in runs[size])
-        print(f"{size:>10} {elapsed:>8.2f} {runs[size][0][2]:>8} {throughput(size):>9.0f}")
+    for n in (1, size):
+        elapsed = statistics.median(s for s, _, _ in runs[n])
+        print(f"{n:>10} {elapsed:>8.2f} {runs[n][0][2]:>8} {throughput(n):>9.0f}")
     print(f"windows of all clips batched vs one window at a time: {ratio:.2f}x the output tokens per second")
     results = {
         "caption_batched_vs_sequential": round(ratio, 2),
-        "caption_output_tokens_per_s": round(throughput(16), 1),
+        "caption_output_tokens_per_s": round(throughput(size), 1),
     }
     return record(results, quick=args.quick)
 
