@@ -234,3 +234,16 @@ def test_two_processes_train_one_ddp_job(tiny_model_dirs, shapes_dir, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 2
     assert (out / "adapter_model.safetensors").exists()
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    from vstar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_weights has 1 values for 2 rewards"):
+        VStarGRPOConfig(output_dir=str(tmp_path), reward_weights=[1.0])
+    with pytest.raises(ConfigError, match="hint_when_all_fail needs the `accuracy` reward"):
+        VStarGRPOConfig(output_dir=str(tmp_path), rewards=["format"], hint_when_all_fail=True)
+    with pytest.raises(ConfigError, match="hint_min_weight"):
+        VStarGRPOConfig(output_dir=str(tmp_path), hint_min_weight=1.5)
+    with pytest.raises(ConfigError, match="--dataset"):
+        build_grpo_trainer(VStarGRPOConfig(output_dir=str(tmp_path), task="shapes"))
