@@ -252,6 +252,7 @@ COMMAND_CONFIGS = (
     "vstar.demo:DemoConfig",
     "vstar.train.grpo:VStarGRPOConfig",
     "vstar.synthesize.captions:CaptionConfig",
+    "vstar.flywheel:FlywheelConfig",
 )
 
 # A command's own field that a recipe spells differently: {class name: {field: recipe key}}. Used only when the
