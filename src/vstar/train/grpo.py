@@ -409,7 +409,8 @@ class VideoGRPOTrainer(GRPOTrainer):
 
         prompt_ids, prompt_mask = prompt_batch["input_ids"], prompt_batch["attention_mask"]
         completion_ids = pad(
-            [torch.tensor(ids) for ids in completion_ids_list], padding_value=self._tokenizer.pad_token_id
+            [torch.tensor(ids, dtype=torch.long) for ids in completion_ids_list],
+            padding_value=self._tokenizer.pad_token_id,
         ).to(device)
         completion_mask = pad([torch.ones(len(ids), dtype=torch.long) for ids in completion_ids_list]).to(device)
         eos_and_pad = [*self.eos_token_ids, self._tokenizer.pad_token_id]
