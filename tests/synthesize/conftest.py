@@ -54,10 +54,11 @@ def write_source(root: Path, rows: list[dict], name: str = "source") -> Path:
 
 @pytest.fixture(scope="session")
 def format_teacher(tmp_path_factory) -> Path:
-    """The tiny VLM trained to answer caption and QA prompts in format (`vstar.testing.teachers`)."""
+    """The tiny VLM trained to answer caption and QA prompts in format (`vstar.testing.teachers`; test_qa.py runs
+    `vstar qa` on its QA JSON)."""
     from vstar.testing.teachers import build_format_teacher
 
-    return build_format_teacher(tmp_path_factory.mktemp("teacher") / "format-teacher")
+    return build_format_teacher(tmp_path_factory.mktemp("teacher") / "format-teacher", qa=True)
 
 
 @pytest.fixture(scope="session")

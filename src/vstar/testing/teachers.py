@@ -167,10 +167,11 @@ def build_format_teacher(
 ) -> Path:
     """Build (once) and return a tiny VLM trained to answer `vstar caption`'s prompts (and `vstar qa`'s) in format.
 
-    The caption format is learnt in 120 steps (about a minute on one thread of an idle core): every level's answer
-    comes out whole. The QA JSON takes longer: with `qa`, 200 steps (the QA prompt is ~1,200 tokens, so about 3x the
-    time) give `[{"Dimension": "count", "Question": ..., "Answer": ...}]` for descriptions like the training ones, and
-    near misses (a key left out) for others, which is what a parser's tests want from a real model.
+    The caption format is learnt in 120 steps (~45 s on one thread of a lightly loaded 2-core machine): every
+    level's answer comes out whole. The QA JSON takes longer: with `qa`, 200 steps (~100 s: the QA prompt is ~1,200
+    tokens) give `[{"Dimension": "count", "Question": ..., "Answer": ...}]` for descriptions like the training ones
+    (`VIDEO_ANSWER`), and near misses (a key left out) for others, which is what a parser's tests want from a real
+    model.
 
     Args:
         output_dir: where the trained model and its processor are saved (reused when already complete).
