@@ -160,6 +160,7 @@ def test_three_levels_of_a_scripted_video_with_label_hints(tmp_path, long_video,
     assert set(CAPTION_FEATURES) <= set(kept.features) and kept.features["label"].names[0] == "red square moving"
     (row,) = kept.to_list()
     assert row["id"] == "long" and row["teacher"].startswith(f"{teacher_backend.model_name}@sha256:")
+    assert row["video"]["path"] == str(long_video) and row["label"] == 0
     assert all(n == 10 for (clip, start), n in watched.frames.items() if clip == "long" and start < 70)
     spans = [(s["start"], s["end"]) for s in row["clip_descriptions"]]
     assert spans == [(10.0 * k, 10.0 * k + 10) for k in range(7)] + [(70.0, 72.0)]

@@ -506,9 +506,10 @@ def caption_settings(config: CaptionConfig, settings: GenerationSettings) -> Gen
 
 
 def _row(source: Mapping[str, Any], features: Features, teacher: str, state: ClipState | None) -> dict[str, Any]:
-    video = source["video"]() if callable(source["video"]) else source["video"]
+    # The video entry stays a function of the source until the row is written: embedded clips are not all held.
     row = {k: source.get(k) for k in features if k not in CAPTION_FEATURES}
-    row.update(id=source["id"], video=video, start=source.get("start"), end=source.get("end"), teacher=teacher)
+    row.update(id=source["id"], video=source["video"], start=source.get("start"), end=source.get("end"))
+    row["teacher"] = teacher
     spans = {1: [], 2: []}
     description = None
     for step, text in state.done if state is not None else []:
@@ -576,6 +577,11 @@ def _reason_kind(reason: str) -> str:
     return f"{match.group(1)}: {match.group(2)}" if match else reason.split(":")[0]
 
 
+def _with_video(row: dict[str, Any]) -> dict[str, Any]:
+    video = row["video"]
+    return {**row, "video": video() if callable(video) else video}
+
+
 def write_captions(
     output: Path,
     split: str,
@@ -594,7 +600,7 @@ def write_captions(
         path = output / split_file(split, name)
         path.unlink(missing_ok=True)
         if rows:  # `load_dataset` refuses an empty split file
-            write_parquet(path, rows, row_features)
+            write_parquet(path, (_with_video(r) for r in rows), row_features)
             counts[name] = {split: len(rows)}
     for stale in ("data", "rejected"):
         if (output / stale).is_dir() and not any((output / stale).iterdir()):
