@@ -137,6 +137,17 @@ def test_settings_and_prompt_overrides_are_checked(tmp_path):
     assert CaptionPrompts.load(config.prompts).level3.startswith("WHOLE {duration}")
 
 
+def test_a_teacher_is_a_folder_a_hub_id_or_a_served_model():
+    from vstar.synthesize.captions import split_teacher, teacher_name, teacher_slug
+
+    assert split_teacher("Qwen/Qwen2.5-VL-7B-Instruct", "vllm") == ("vllm", "Qwen/Qwen2.5-VL-7B-Instruct")
+    assert split_teacher("endpoint:gpt-4o", "transformers") == ("endpoint", "gpt-4o")
+    assert split_teacher("C:/models/tiny", "transformers") == ("transformers", "C:/models/tiny")
+    served = GenerationSettings(backend="endpoint", endpoint_url="http://127.0.0.1:8000/v1")
+    assert teacher_name("gpt-4o", "endpoint", None, served) == "gpt-4o@127.0.0.1:8000"
+    assert teacher_slug("endpoint:gpt-4o") != teacher_slug("gpt-4o") and "/" not in teacher_slug("a/b")
+
+
 # --- the three levels ------------------------------------------------------------------------------------------
 
 
