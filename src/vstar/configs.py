@@ -251,8 +251,15 @@ COMMAND_CONFIGS = (
     "vstar.push:PushConfig",
     "vstar.demo:DemoConfig",
     "vstar.train.grpo:VStarGRPOConfig",
+    "vstar.stages:AssembleConfig",
     "vstar.synthesize.captions:CaptionConfig",
+    "vstar.synthesize.qa:QAConfig",
+    "vstar.export:ExportConfig",
+    "vstar.curate.split:SplitConfig",
+    "vstar.curate.select:SelectConfig",
+    "vstar.train.scorer:ScorerTrainConfig",
     "vstar.flywheel:FlywheelConfig",
+    "vstar.view.app:ViewConfig",
 )
 
 # A command's own field that a recipe spells differently: {class name: {field: recipe key}}. Used only when the
@@ -270,12 +277,24 @@ RECIPE_ALIASES: dict[str, dict[str, str]] = {
         "dataset_revision": "source_revision",
         "split": "train_split",
         "limit": "source_limit",
+        "offset": "source_offset",
+        "subset_seed": "seed",
     },
     "VerifyConfig": {
         "dataset": "source_dataset",
         "dataset_revision": "source_revision",
         "split": "train_split",
         "limit": "source_limit",
+        "offset": "source_offset",
+        "subset_seed": "seed",
+    },
+    "AssembleConfig": {
+        "dataset": "source_dataset",
+        "dataset_revision": "source_revision",
+        "split": "train_split",
+        "limit": "source_limit",
+        "offset": "source_offset",
+        "subset_seed": "seed",
     },
     "GenerationSettings": {
         "backend": "generation_backend",
