@@ -34,11 +34,11 @@ OUTCOMES: Counter = Counter()
 # --- the bad clips
 
 
-
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     # Commands write their default outputs (results.json, verified.parquet, subset records) where they run.
     monkeypatch.chdir(tmp_path)
+
 
 def _good_clip(path: Path, seed: int = 0) -> Path:
     from vstar.video import write_video

@@ -4,7 +4,7 @@ import re
 import shutil
 
 import yaml
-from conftest import training_config
+from loop_helpers import training_config
 
 from vstar.cards import video_star_citation, write_instruction_card, write_model_card
 from vstar.configs import CycleConfig

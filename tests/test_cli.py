@@ -23,11 +23,11 @@ DEMO_RECIPE = REPO / "recipes" / "demo" / "config_shapes_tiny.yaml"
 LOOP_RECIPES = sorted(p for p in (REPO / "recipes").rglob("config_*.yaml"))
 
 
-
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     # Commands write their default outputs (results.json, verified.parquet, subset records) where they run.
     monkeypatch.chdir(tmp_path)
+
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     """`vstar ARGV` in this process: (exit status, stdout, stderr)."""

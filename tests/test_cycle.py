@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SEED_CLIPS, small_cycle_config, training_config
+from loop_helpers import SEED_CLIPS, small_cycle_config, training_config
 
 from vstar.configs import CycleConfig
 from vstar.cycle import CycleRunner

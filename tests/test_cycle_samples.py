@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import small_cycle_config, training_config
+from loop_helpers import small_cycle_config, training_config
 
 from vstar.cycle import CycleRunner
 from vstar.generate.base import read_generations

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import small_cycle_config, training_config
+from loop_helpers import small_cycle_config, training_config
 
 from vstar.cycle import CycleRunner
 from vstar.io import load_split

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import small_cycle_config, training_config
+from loop_helpers import small_cycle_config, training_config
 
 from vstar.cycle import CycleRunner
 from vstar.hub import HubPublisher

@@ -33,7 +33,7 @@ def test_resume_with_other_settings_stops_with_the_differences(tmp_path, caplog)
 
 
 def test_cycle_refuses_a_changed_learning_rate_before_any_work(shapes_dir, tmp_path):
-    from conftest import small_cycle_config, training_config
+    from loop_helpers import small_cycle_config, training_config
 
     from vstar.configs import save_config
     from vstar.cycle import CycleRunner

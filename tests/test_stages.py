@@ -32,8 +32,8 @@ def test_generate_then_verify(warm_models, shapes_dir, tmp_path, capsys):
 
 def test_stage_by_stage_reproduces_a_cycle(warm_models, shapes_dir, tmp_path):
     """generate (cycle 1) -> verify -> hinted retries of the failures -> assemble gives the loop's cycle-1 dataset."""
-    from conftest import SEED_CLIPS, small_cycle_config, training_config
     from datasets import load_dataset
+    from loop_helpers import SEED_CLIPS, small_cycle_config, training_config
 
     from vstar.cycle import CycleRunner
 
@@ -45,12 +45,13 @@ def test_stage_by_stage_reproduces_a_cycle(warm_models, shapes_dir, tmp_path):
 
     common = ["--dataset", str(shapes_dir), "--split", "train", "--task", "shapes", "--offset", str(SEED_CLIPS),
               "--limit", str(cycle_config.source_limit), "--subset_seed", "0"]  # fmt: skip
+    gen, verified = str(tmp_path / "gen"), str(tmp_path / "direct.parquet")
     answers = ["--model", str(model), "--cycle", "1", "--batch_size", str(cycle_config.generation_batch_size),
-               "--max_new_tokens", str(cycle_config.max_new_tokens), "--output_dir", str(tmp_path / "gen")]  # fmt: skip
+               "--max_new_tokens", str(cycle_config.max_new_tokens), "--output_dir", gen]  # fmt: skip
     main(["generate", *answers, *common])
-    main(["verify", "--generations", str(tmp_path / "gen"), "--output", str(tmp_path / "direct.parquet"), *common])
-    main(["generate", *answers, "--attempt", "rationalized", "--retry_failed", str(tmp_path / "direct.parquet"), *common])
-    main(["assemble", "--generations", str(tmp_path / "gen"), "--cycle", "1", "--output", str(tmp_path / "ds"), *common])
+    main(["verify", "--generations", gen, "--output", verified, *common])
+    main(["generate", *answers, "--attempt", "rationalized", "--retry_failed", verified, *common])
+    main(["assemble", "--generations", gen, "--cycle", "1", "--output", str(tmp_path / "ds"), *common])
 
     for config in ("default", "rejected"):
         loop = load_dataset(str(run_dir / "cycle-1" / "dataset"), config, split="train").to_list()

@@ -72,7 +72,7 @@ def test_offset_skips_rows_first_and_is_checked():
 
 
 def test_cycle_sources_are_a_stratified_sample(shapes_dir, tmp_path):
-    from conftest import small_cycle_config, training_config
+    from loop_helpers import small_cycle_config, training_config
 
     from vstar.cycle import CycleRunner
     from vstar.io import load_split

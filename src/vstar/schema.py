@@ -76,6 +76,7 @@ GENERATION_FEATURES = Features(
     }
 )
 
+
 def conversation(question: str, answer: str) -> list[dict]:
     """A user turn with the video and the question, then the assistant's answer (TRL conversational format)."""
     return [

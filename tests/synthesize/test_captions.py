@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EVENTS, colour_at, scripted_frames, write_source
+from caption_scripts import EVENTS, colour_at, scripted_frames, write_source
 from datasets import load_dataset
 
 from vstar.errors import ConfigError

@@ -312,7 +312,7 @@ def test_every_recipe_task_loads_without_a_class_list():
 
 
 def test_the_loop_takes_the_kinetics_vocabulary_from_the_train_split(shared_data, tmp_path):
-    from conftest import training_config
+    from loop_helpers import training_config
 
     from vstar.configs import CycleConfig
     from vstar.cycle import CycleRunner

@@ -3,7 +3,7 @@ LoRA on the language model only, a few training steps, and generation with the t
 
 import pytest
 import torch
-from conftest import training_config
+from loop_helpers import training_config
 
 from vstar.generate.base import GenerationRequest, GenerationSettings
 from vstar.generate.hf import TransformersBackend

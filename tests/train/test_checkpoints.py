@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import small_cycle_config, training_config
+from loop_helpers import small_cycle_config, training_config
 from safetensors.torch import load_file
 
 from vstar.train.sft import incomplete_reason, latest_checkpoint, remove_incomplete_checkpoints, train

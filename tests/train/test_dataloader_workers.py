@@ -3,7 +3,7 @@
 import math
 
 import torch
-from conftest import SEED_CLIPS, training_config
+from loop_helpers import SEED_CLIPS, training_config
 
 from vstar.demo import seed_rows, write_seed_dataset
 from vstar.io import load_split

@@ -1,7 +1,7 @@
 """One seed, one adapter: two identical trainings give bit-identical LoRA weights (the adapter is created seeded)."""
 
 import torch
-from conftest import training_config
+from loop_helpers import training_config
 from safetensors.torch import load_file
 
 from vstar.train.sft import train

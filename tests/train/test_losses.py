@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import training_config
+from loop_helpers import training_config
 
 from vstar.errors import ConfigError
 from vstar.train.losses import TokenLoss, adaptive_gamma, shifted_log_probs, tailr_weights
@@ -216,7 +216,7 @@ def _config_keys() -> set[str]:
 
 
 def test_the_loop_sets_adaptive_gamma_from_the_cycles_direct_yield(tiny_model_dirs, shapes_dir, tmp_path):
-    from conftest import small_cycle_config
+    from loop_helpers import small_cycle_config
 
     from vstar.cycle import CycleRunner
     from vstar.train.losses import cycle_noise_estimate

@@ -79,7 +79,7 @@ def test_sft_meta_weighting_down_weights_garbled_answers_and_trains_the_adapter(
     garbled answer, which the warm model (it knows the answer template) finds far less likely than a clean one; the
     weight net, meta-trained on the clean seed set, learns to give those rows less weight."""
     import pandas as pd
-    from conftest import SEED_CLIPS, training_config
+    from loop_helpers import SEED_CLIPS, training_config
     from safetensors.torch import load_file
 
     from vstar.demo import seed_rows, write_seed_dataset
@@ -122,7 +122,7 @@ def test_sft_meta_weighting_down_weights_garbled_answers_and_trains_the_adapter(
 
 
 def test_the_loop_meta_trains_on_its_seed_set(tiny_model_dirs, shapes_dir, tmp_path):
-    from conftest import small_cycle_config, training_config
+    from loop_helpers import small_cycle_config, training_config
 
     from vstar.cycle import CycleRunner
     from vstar.errors import ConfigError
