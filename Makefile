@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 # controlled experiments (each under 15 minutes on 2 cores; figures go to bench/results.json)
 bench-noise: $(STAMP)
 	$(PYTHON) bench/experiment_noise.py
+	$(PYTHON) bench/experiment_retrieval.py
 
 bench-rl: $(STAMP)
 	$(PYTHON) bench/experiment_rl.py
