@@ -43,7 +43,7 @@ def _flags(inputs: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
         "flywheel", "--config", str(RECIPE), "--source_dataset", str(inputs["source"]),
         "--model_name_or_path", str(inputs["teacher"]), "--scorer", str(inputs["scorer"]), "--run_dir", str(run_dir),
         "--output_dir", str(run_dir / "train"), "--limit", str(NUM_CLIPS), "--num_cycles", "2", "--max_steps", "8",
-        "--disable_tqdm", "true", *extra,
+        "--temperature", "0", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
 
 

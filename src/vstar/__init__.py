@@ -41,6 +41,9 @@ _EXPORTS = {
     "train_grpo": "vstar.train.grpo",
     "VStarGRPOConfig": "vstar.train.grpo",
     "REWARDS": "vstar.train.rewards",
+    # the caption flywheel
+    "run_flywheel": "vstar.flywheel",
+    "FlywheelConfig": "vstar.flywheel",
     # build a source
     "build_source": "vstar.api",
     "SOURCES": "vstar.sources",

@@ -211,7 +211,7 @@ def plot_flywheel(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ("mean_score", "quality: mean score of the kept", "^:"),
         ("verifier_pass_rate", "quality: verifier pass rate", "v:"),
     ]
-    return plot_cycles(flat, path, series=series, title="Caption flywheel", ylim=None)
+    return plot_cycles(flat, path, series=series, title="Caption flywheel", ylim=(0, 1.02), legend_loc="upper right")
 
 
 def _per_token(per_1k: float | None) -> float | None:

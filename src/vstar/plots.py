@@ -20,6 +20,7 @@ def plot_cycles(
     series: Sequence[tuple[str, str, str]] = DEFAULT_SERIES,
     title: str = "Video-STaR cycles",
     ylim: tuple[float, float] | None = (0, 1.02),
+    legend_loc: str = "lower right",
 ) -> Path:
     """Write a PNG of the per-cycle metrics in `history` (entries of `metrics.json`).
 
@@ -29,6 +30,7 @@ def plot_cycles(
         series: `(key, legend, matplotlib style)` of each line (default: the Video-STaR loop's).
         title: the plot's title.
         ylim: the y range (None: matplotlib's).
+        legend_loc: where the legend goes (matplotlib's `loc`).
     """
     import matplotlib
 
@@ -48,7 +50,7 @@ def plot_cycles(
         ax.set_ylim(*ylim)
     ax.set_xticks(cycles)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend_loc)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
