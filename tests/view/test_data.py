@@ -124,3 +124,50 @@ def test_the_command_names_what_it_needs(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["view", "/nonexistent/run"])
     assert stop.value.code == 2 and "neither a run directory" in capsys.readouterr().err
+
+
+def test_caption_qa_and_selection_datasets_show_their_own_columns(tmp_path):
+    from datasets import ClassLabel, Features
+
+    from vstar.curate.select import SCORE_COLUMNS
+    from vstar.io import split_file, write_parquet
+    from vstar.schema import conversation
+    from vstar.synthesize.captions import caption_features
+    from vstar.synthesize.qa_schema import QA_FEATURES
+    from vstar.view.app import detail_markdown, table_row
+
+    video = {"path": "clip.mp4", "bytes": None}
+    source = Features({"label": ClassLabel(names=["red square moving", "blue square moving"])})
+    caption = {"id": "c1", "video": video, "start": 0.0, "end": 40.0, "teacher": "tiny@sha256:0",
+               "clip_descriptions": [{"start": 0.0, "end": 10.0, "text": "A red square enters."}],
+               "summaries": [{"start": 0.0, "end": 30.0, "text": "A square crosses."}],
+               "description": "A red square moves left, then stops.", "label": 1}  # fmt: skip
+    features = caption_features(source)
+    write_parquet(tmp_path / "captions" / split_file("train"), [caption], features)
+    selected = Features({**features, **SCORE_COLUMNS})
+    rejected = {**caption, "id": "c2", "score": 0.01, "scores": [{"teacher": "tiny", "score": 0.01}],
+                "reason": "best score 0.0100 < min_score 0.2"}  # fmt: skip
+    write_parquet(tmp_path / "selected" / split_file("train", "rejected"), [rejected], selected)
+    qa = {name: None for name in QA_FEATURES}
+    qa.update(id="c1/multiple_choice/count", clip_id="c1", video=video, question="How many squares?",
+              answer="A.", messages=conversation("How many squares?", "A."), question_type="count",
+              format="multiple_choice", options=["A. One", "B. Two", "C. Three", "D. Four"], teacher="t")  # fmt: skip
+    write_parquet(tmp_path / "qa" / split_file("train"), [qa], QA_FEATURES)
+
+    captions = open_view(str(tmp_path / "captions"))
+    row = captions.page(None, 0, 10)[0]
+    assert captions.facet_values("label") == ["blue square moving"]  # ClassLabel names, not integers
+    assert captions.count(RowFilter(label_class="blue square moving")) == 1
+    assert captions.count(RowFilter(text="stops")) == 1
+    shown = detail_markdown(row)
+    assert "A red square enters." in shown and "A square crosses." in shown and "0.0-10.0 s" in shown
+    assert table_row(row, captions)[4] == "blue square moving"
+
+    selection = open_view(str(tmp_path / "selected"))
+    assert selection.statuses() == ["rejected"] and selection.facet_values("verification") == [rejected["reason"]]
+    assert selection.count(RowFilter(reason=rejected["reason"])) == 1
+    assert "0.01" in detail_markdown(selection.page(None, 0, 1)[0])
+
+    questions = open_view(str(tmp_path / "qa"))
+    shown = detail_markdown(questions.page(None, 0, 1)[0])
+    assert "question_type:** count" in shown and "B. Two" in shown

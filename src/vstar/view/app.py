@@ -68,17 +68,21 @@ def row_filter(cycle: Any, status: Any, kind: Any, klass: Any, reason: Any, text
     )
 
 
-def table_row(row: dict[str, Any]) -> list[Any]:
+def table_row(row: dict[str, Any], view: RunView | None = None) -> list[Any]:
     verification = row.get("verification") or {}
     answer = row.get("answer") or row.get("description") or ""
     kind = "rationalized" if row.get("rationalized") else "direct" if "rationalized" in row else ""
+    if view is not None and "_part" in row:
+        klass = view.class_of(row)
+    else:
+        klass = label_class(row.get("label")) if row.get("label") is not None else ""
     return [
         row.get("id"),
         row.get("cycle"),
         row.get("_status"),
         kind,
-        label_class(row.get("label")) if row.get("label") is not None else "",
-        verification.get("reason", ""),
+        klass,
+        verification.get("reason") or row.get("reason") or "",
         answer if len(answer) <= 160 else answer[:157] + "...",
     ]
 
@@ -96,6 +100,8 @@ def detail_markdown(row: dict[str, Any]) -> str:
     if verification:
         outcome = "passed" if verification.get("passed") else "failed"
         lines.append(f"**Verdict:** {outcome}: `{verification.get('reason')}`")
+    elif row.get("reason"):
+        lines.append(f"**Reason:** `{row['reason']}`")
     for key, title in (("question", "Question"), ("answer", "Answer"), ("description", "Description")):
         if row.get(key):
             lines.append(f"**{title}:**\n\n{row[key]}")
@@ -161,7 +167,7 @@ def build_app(view: RunView, page_size: int = 50, cache_dir: str | Path | None =
     cycles = [ALL, *map(str, view.cycles())]
     statuses = [ALL, *view.statuses()]
     classes = [ALL, *view.facet_values("label")] if "label" in columns else [ALL]
-    reasons = [ALL, *view.facet_values("verification")] if "verification" in columns else [ALL]
+    reasons = [ALL, *view.facet_values("verification")] if columns & {"verification", "reason"} else [ALL]
 
     def refresh(cycle, status, kind, klass, reason, text, page):
         rows = row_filter(cycle, status, kind, klass, reason, text)
@@ -169,7 +175,7 @@ def build_app(view: RunView, page_size: int = 50, cache_dir: str | Path | None =
         pages = max(1, -(-total // page_size))
         page = min(max(1, int(page or 1)), pages)
         found = view.page(rows, (page - 1) * page_size, page_size)
-        table = pd.DataFrame([table_row(r) for r in found], columns=TABLE_COLUMNS)
+        table = pd.DataFrame([table_row(r, view) for r in found], columns=TABLE_COLUMNS)
         places = [(r["_part"], r["_row"]) for r in found]
         return table, places, f"{total} rows, page {page} of {pages}", page
 

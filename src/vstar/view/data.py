@@ -65,8 +65,6 @@ class RowFilter:
             columns.add("rationalized")
         if self.label_class:
             columns.add("label")
-        if self.reason:
-            columns.add("verification")
         return columns
 
 
@@ -111,6 +109,21 @@ class Part:
     @property
     def columns(self) -> list[str]:
         return self.file.schema_arrow.names
+
+    @property
+    def reason_column(self) -> str | None:
+        """Where a row's verdict reason is: the verifier's (`verification.reason`) or a stage's own `reason`."""
+        return next((c for c in ("verification", "reason") if c in self.columns), None)
+
+    def label_names(self) -> list[str] | None:
+        """The class names of a `ClassLabel` label column (stored as integers), from the `datasets` metadata."""
+        metadata = self.file.schema_arrow.metadata or {}
+        try:
+            features = json.loads(metadata[b"huggingface"])["info"]["features"]
+            names = features["label"].get("names")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        return list(names) if names else None
 
     def row_group_starts(self) -> np.ndarray:
         sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.metadata.num_row_groups)]
@@ -185,19 +198,33 @@ class RunView:
         return points
 
     def facet_values(self, column: str, limit: int = 500) -> list[str]:
-        """The distinct classes (`label`) or verdict reasons (`verification`) of every row, for the filters."""
+        """The distinct classes (`label`) or verdict reasons (`verification`, or a stage's `reason` column) of
+        every row, for the filters."""
         values: set[str] = set()
         for part in self.parts:
-            if column not in part.columns:
-                continue
-            array = self._index(part, column)
-            if column == "label":
-                values.update(label_class(v) for v in pc.unique(array).to_pylist())
-            elif column == "verification":
-                values.update(v for v in pc.unique(pc.struct_field(array, "reason")).to_pylist() if v)
+            if column == "label" and "label" in part.columns:
+                values.update(self._classes(part, pc.unique(self._index(part, "label")).to_pylist()))
+            elif column == "verification" and part.reason_column:
+                values.update(v for v in pc.unique(self._reasons(part)).to_pylist() if v)
             if len(values) > limit:
                 break
         return sorted(values)[:limit]
+
+    def _classes(self, part: Part, labels: list[Any]) -> list[str]:
+        names = part.label_names()
+        if names is not None:
+            return [names[v] if isinstance(v, int) and 0 <= v < len(names) else str(v) for v in labels]
+        return [label_class(v) for v in labels]
+
+    def _reasons(self, part: Part) -> pa.Array:
+        array = self._index(part, part.reason_column)
+        return pc.struct_field(array, "reason") if part.reason_column == "verification" else array
+
+    def class_of(self, row: dict[str, Any]) -> str:
+        """The class of a row from `page` or `row`, as the class filter names it."""
+        if row.get("label") is None:
+            return ""
+        return self._classes(self.parts[row["_part"]], [row["label"]])[0]
 
     # -- filtering -----------------------------------------------------------------------------------------
     def _index(self, part: Part, column: str) -> pa.Array:
@@ -229,11 +256,13 @@ class RunView:
             both(flags if rows.kind == "rationalized" else ~flags)
         if rows.label_class:
             labels = self._index(part, "label").dictionary_encode()
-            wanted = [i for i, v in enumerate(labels.dictionary.to_pylist()) if label_class(v) == rows.label_class]
+            classes = self._classes(part, labels.dictionary.to_pylist())
+            wanted = [i for i, v in enumerate(classes) if v == rows.label_class]
             both(np.isin(labels.indices.fill_null(-1).to_numpy(zero_copy_only=False), wanted))
         if rows.reason:
-            reasons = pc.struct_field(self._index(part, "verification"), "reason")
-            both(pc.equal(reasons, rows.reason).fill_null(False).to_numpy(zero_copy_only=False))
+            if part.reason_column is None:
+                return np.zeros(part.num_rows, dtype=bool)
+            both(pc.equal(self._reasons(part), rows.reason).fill_null(False).to_numpy(zero_copy_only=False))
         if rows.text:
             pattern = re.escape(rows.text)
             found = np.zeros(part.num_rows, dtype=bool)
