@@ -282,6 +282,8 @@ def probed_rows(
     total: int | None = None,
     ids: SplitIds | None = None,
     check: Callable[[dict[str, Any], VideoProbe], str | None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Probe each clip's video (in `num_proc` processes) and yield the usable rows with `video` and the probe
     columns; unusable clips are counted in `report["rows_read"]` and listed in `report["skipped"]`.
@@ -300,6 +302,9 @@ def probed_rows(
         ids: the ids written so far; pass the same one for every split of a build.
         check: `check(row, probe)` -> why the row cannot be used, or `None`; it may adjust the row from what the
             probe found (default: `check_window` on the row's window and the probed duration).
+        executor: where probing runs: `local` (`num_proc` processes here) or `ray` (a Ray Data stage of `num_proc`
+            actors over the cluster at `ray_address`; see `vstar.curate.executors`). Same rows either way.
+        ray_address: the Ray cluster (`auto`, `ray://head:10001`; default: a local instance).
     """
     report.setdefault("rows_read", 0)
     report.setdefault("skipped", [])
@@ -309,7 +314,10 @@ def probed_rows(
     def work(clip: Clip) -> str | None:
         return None if clip.error else clip.video  # a row already known to be bad is not probed
 
-    results = parallel_map(_probe_clip_video if probe else _quick_check, clips, num_proc, arg=work)
+    if executor == "local":
+        results = parallel_map(_probe_clip_video if probe else _quick_check, clips, num_proc, arg=work)
+    else:
+        results = _executor_map(clips, work, probe, executor, num_proc, ray_address)
     for clip, result in tqdm(results, total=total, desc=desc, unit="clip", leave=False):
         report["rows_read"] += 1
         row = clip.row
@@ -322,6 +330,24 @@ def probed_rows(
             skip(report, clip.where, clip.video or clip.expected, error, row.get("id"))
             continue
         yield {**row, "video": {"path": os.path.abspath(clip.video), "bytes": None}, **result.columns()}
+
+
+def _probe_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"probe": _probe_clip_video(row["video"])} for row in batch]
+
+
+def _quick_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"probe": _quick_check(row["video"])} for row in batch]
+
+
+def _executor_map(clips, work, probe: bool, executor: str, num_proc: int, address: str | None):
+    """`(clip, probe)` in input order, the probing done by a `vstar.curate.executors` executor (a Ray cluster)."""
+    from vstar.curate.executors import get_executor
+
+    clips = list(clips)
+    runner = get_executor(executor, address=address, concurrency=max(1, num_proc))
+    rows = runner.map_batches(_probe_batch if probe else _quick_batch, [{"video": work(c)} for c in clips], 16)
+    return zip(clips, (row["probe"] for row in rows))
 
 
 def _window_check(row: dict[str, Any], probe: VideoProbe | None) -> str | None:

@@ -55,7 +55,13 @@ class FolderConfig:
     split: str = field(default="train", metadata={"help": "Split of the clips when there are no split folders."})
     name: str | None = field(default=None, metadata={"help": "The `source` column (default: the folder's name)."})
     description: str | None = field(default=None, metadata={"help": "What the clips show, for the card."})
-    num_proc: int = field(default=1, metadata={"help": "Processes probing the videos."})
+    num_proc: int = field(default=1, metadata={"help": "Processes (or Ray actors) probing the videos."})
+    executor: str = field(
+        default="local", metadata={"help": "Where probing runs: local (processes here) or ray (a Ray cluster)."}
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "With --executor ray: the cluster (auto, ray://head:10001; default local)."}
+    )
     probe: bool = field(
         default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
     )
@@ -159,6 +165,8 @@ def build_folder(config: FolderConfig | None = None, **overrides) -> Path:
             report,
             num_proc=config.num_proc,
             probe=config.probe,
+            executor=config.executor,
+            ray_address=config.ray_address,
             desc=f"{source} {split}",
         )
         for split in split_order(layout)

@@ -92,7 +92,13 @@ class KineticsConfig:
     split: str | None = field(
         default=None, metadata={"help": "Split of rows whose CSV has no `split` column (default: the file name)."}
     )
-    num_proc: int = field(default=1, metadata={"help": "Processes probing the videos."})
+    num_proc: int = field(default=1, metadata={"help": "Processes (or Ray actors) probing the videos."})
+    executor: str = field(
+        default="local", metadata={"help": "Where probing runs: local (processes here) or ray (a Ray cluster)."}
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "With --executor ray: the cluster (auto, ray://head:10001; default local)."}
+    )
     probe: bool = field(
         default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
     )
@@ -393,6 +399,8 @@ def build_kinetics(config: KineticsConfig | None = None, **overrides) -> Path:
             report,
             num_proc=config.num_proc,
             probe=config.probe,
+            executor=config.executor,
+            ray_address=config.ray_address,
             desc=f"kinetics {split}",
             total=scan.splits[split],
             ids=ids,

@@ -97,7 +97,13 @@ class TableConfig:
     )
     name: str | None = field(default=None, metadata={"help": "The `source` column (default: the first table's name)."})
     description: str | None = field(default=None, metadata={"help": "What the clips show, for the card."})
-    num_proc: int = field(default=1, metadata={"help": "Processes probing the videos."})
+    num_proc: int = field(default=1, metadata={"help": "Processes (or Ray actors) probing the videos."})
+    executor: str = field(
+        default="local", metadata={"help": "Where probing runs: local (processes here) or ray (a Ray cluster)."}
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "With --executor ray: the cluster (auto, ray://head:10001; default local)."}
+    )
     probe: bool = field(
         default=True, metadata={"help": "Read duration, fps, size and codec and check each video decodes."}
     )
@@ -517,6 +523,8 @@ def build_table(config: TableConfig | None = None, **overrides) -> Path:
             report,
             num_proc=config.num_proc,
             probe=config.probe,
+            executor=config.executor,
+            ray_address=config.ray_address,
             desc=f"{source} {split}",
             total=scan.splits[split],
             ids=ids,
