@@ -36,13 +36,12 @@ from results import record
 
 from vstar.configs import CycleConfig, parse_configs
 from vstar.cycle import CycleRunner, RunState
-from vstar.demo import DEMO_RECIPE, recipe_path, seed_rows, write_seed_dataset
+from vstar.demo import DEMO_RECIPE, DemoConfig, prepare_demo, recipe_path
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import get_backend
 from vstar.io import configs_yaml, load_split, split_file, write_parquet
 from vstar.schema import INSTRUCTION_FEATURES
 from vstar.sources.shapes import COLORS
-from vstar.tasks.base import load_task
 from vstar.train.sft import SAMPLE_WEIGHTS_FILE, VStarSFTConfig, train
 
 logger = logging.getLogger("experiment_noise")
@@ -92,33 +91,12 @@ def write_corrupted(dataset_dir: Path, output: Path, share: float, seed: int) ->
 
 
 def prepare(out: Path, train_config: VStarSFTConfig, sizes: dict, seed: int) -> None:
-    """The demo's source, base model, seed set and warm start (each once)."""
-    from vstar.sources.shapes import ShapesConfig, build_shapes
-    from vstar.testing.tiny_models import build_tiny_vlm
-
-    state = RunState(out / "setup_state.json")
-    task = load_task("shapes")
-    if not state.done("source"):
-        build_shapes(
-            ShapesConfig(output=str(out / "source"), num_train=sizes["train"], num_test=sizes["test"], seed=seed)
-        )
-        state.mark("source")
-    if not state.done("base_model"):
-        build_tiny_vlm(out / "base-model", architecture="qwen2_5_vl", seed=seed)
-        state.mark("base_model")
-    if not state.done("seed"):
-        write_seed_dataset(out / "seed", seed_rows(out / "source", sizes["seed"], task, seed))
-        state.mark("seed")
-    if not state.done("warm_start"):
-        warm = copy.deepcopy(train_config)
-        warm.model_name_or_path, warm.output_dir, warm.dataset = (
-            str(out / "base-model"),
-            str(out / "warm-start"),
-            str(out / "seed"),
-        )
-        warm.finetuning, warm.init_adapter = "full", None
-        warm.max_steps, warm.learning_rate = sizes["warm_steps"], 2e-3
-        state.mark("warm_start", train(warm))
+    """The demo's source, base model, seed set and warm start (each once), as `vstar demo` makes them."""
+    demo = DemoConfig(
+        output_dir=str(out), num_train=sizes["train"], num_test=sizes["test"], seed_size=sizes["seed"],
+        warm_start_steps=sizes["warm_steps"], seed=seed,
+    )  # fmt: skip
+    prepare_demo(demo, train_config)
 
 
 def meta_weight_gap(model_dir: Path, corrupted: set[str]) -> float | None:

@@ -21,7 +21,6 @@ small version to check that everything works; it records nothing.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import time
@@ -32,12 +31,11 @@ from results import record
 
 from vstar.configs import CycleConfig, parse_configs
 from vstar.cycle import CycleRunner, RunState
-from vstar.demo import DEMO_RECIPE, recipe_path, seed_rows, write_seed_dataset
+from vstar.demo import DEMO_RECIPE, DemoConfig, prepare_demo, recipe_path
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import get_backend, read_generations
-from vstar.tasks.base import load_task
 from vstar.train.grpo import VStarGRPOConfig, train_grpo
-from vstar.train.sft import VStarSFTConfig, train
+from vstar.train.sft import VStarSFTConfig
 
 logger = logging.getLogger("experiment_rl")
 
@@ -47,27 +45,11 @@ ARMS = {"grpo": {}, "grpo_hint": {"hint_when_all_fail": True}}
 
 def prepare(out: Path, train_config: VStarSFTConfig, sizes: dict, seed: int) -> None:
     """The demo's source, base model, seed set and warm start (each once), as `vstar demo` makes them."""
-    from vstar.sources.shapes import ShapesConfig, build_shapes
-    from vstar.testing.tiny_models import build_tiny_vlm
-
-    state = RunState(out / "setup_state.json")
-    if not state.done("source"):
-        build_shapes(
-            ShapesConfig(output=str(out / "source"), num_train=sizes["train"], num_test=sizes["test"], seed=seed)
-        )
-        state.mark("source")
-    if not state.done("base_model"):
-        build_tiny_vlm(out / "base-model", architecture="qwen2_5_vl", seed=seed)
-        state.mark("base_model")
-    if not state.done("seed"):
-        write_seed_dataset(out / "seed", seed_rows(out / "source", sizes["seed"], load_task("shapes"), seed))
-        state.mark("seed")
-    if not state.done("warm_start"):
-        warm = copy.deepcopy(train_config)
-        warm.model_name_or_path, warm.output_dir = str(out / "base-model"), str(out / "warm-start")
-        warm.dataset, warm.finetuning, warm.init_adapter = str(out / "seed"), "full", None
-        warm.max_steps, warm.learning_rate = sizes["warm_steps"], 2e-3
-        state.mark("warm_start", train(warm))
+    demo = DemoConfig(
+        output_dir=str(out), num_train=sizes["train"], num_test=sizes["test"], seed_size=sizes["seed"],
+        warm_start_steps=sizes["warm_steps"], seed=seed,
+    )  # fmt: skip
+    prepare_demo(demo, train_config)
 
 
 def star_answers(run_dir: Path, cycles: int) -> list[int]:

@@ -138,16 +138,24 @@ def print_table(history: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
-def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFTConfig) -> list[dict[str, Any]]:
-    """Build data and model, warm-start, run the cycles; returns the per-cycle metrics."""
+def prepare_demo(demo: DemoConfig, train_config: VStarSFTConfig, task=None) -> Path:
+    """The demo's shapes source, tiny base model, seed set and full-finetuned warm start, each made once, in
+    `demo.output_dir` (`source/`, `base-model/`, `seed/`, `warm-start/`); returns that directory.
+
+    The benchmarks' experiments (noise, RL) start from the same warm start.
+
+    Args:
+        demo: sizes, seed and where to write.
+        train_config: the training settings the warm start starts from (it is a full finetune of them).
+        task: the task whose questions and answers make the seed set (default: `shapes`).
+    """
     from vstar.sources.shapes import ShapesConfig, build_shapes
     from vstar.testing.tiny_models import build_tiny_vlm
 
-    started = time.perf_counter()
     out = Path(demo.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(out / "demo_state.json")
-    task = load_task(cycle_config.task, cycle_config.task_options)
+    task = task or load_task("shapes")
     if not state.done("source"):
         build_shapes(
             ShapesConfig(output=str(out / "source"), num_train=demo.num_train, num_test=demo.num_test, seed=demo.seed)
@@ -169,6 +177,13 @@ def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFT
         warm.finetuning, warm.init_adapter = "full", None
         warm.max_steps, warm.learning_rate = demo.warm_start_steps, demo.warm_start_learning_rate
         state.mark("warm_start", train(warm))
+    return out
+
+
+def run_demo(demo: DemoConfig, cycle_config: CycleConfig, train_config: VStarSFTConfig) -> list[dict[str, Any]]:
+    """Build data and model, warm-start, run the cycles; returns the per-cycle metrics."""
+    started = time.perf_counter()
+    out = prepare_demo(demo, train_config, load_task(cycle_config.task, cycle_config.task_options))
     cycle_config.source_dataset = str(out / "source")
     cycle_config.source_offset = demo.seed_size
     cycle_config.run_dir = str(out)
