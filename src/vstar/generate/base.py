@@ -130,7 +130,10 @@ class GenerationSettings:
         default="transformers",
         metadata={"help": "Generation backend: transformers, vllm, or endpoint (an OpenAI-compatible server)."},
     )
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
+    batch_size: int = field(
+        default=16,
+        metadata={"help": "Prompts per generate call, each with all its samples (several answers per clip)."},
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding, else sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (when sampling)."})
@@ -556,10 +559,18 @@ def _skip_entry(request: GenerationRequest, kind: str, error: str, status: int |
 
 
 def _batches(requests: Sequence[GenerationRequest], size: int) -> Iterator[list[GenerationRequest]]:
-    # Similar prompt lengths in one batch waste less padding.
+    """Batches of `size` prompts, each with all its samples (`GenerationRequest.sample`): a backend answers the
+    samples of one prompt from one decoded clip, in one call."""
+    # Similar prompt lengths in one batch waste less padding; the sort is stable, so samples stay together.
     ordered = sorted(requests, key=lambda r: len(r.prompt))
-    for i in range(0, len(ordered), size):
-        yield ordered[i : i + size]
+    prompts: list[list[GenerationRequest]] = []
+    for request in ordered:
+        if prompts and prompts[-1][0].id == request.id and prompts[-1][0].attempt == request.attempt:
+            prompts[-1].append(request)
+        else:
+            prompts.append([request])
+    for i in range(0, len(prompts), size):
+        yield [request for prompt in prompts[i : i + size] for request in prompt]
 
 
 def _prepare_skipping(
