@@ -27,7 +27,6 @@ vstar caption --config recipes/Qwen2.5-VL-7B-Instruct/kinetics700/config_caption
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -693,9 +692,7 @@ def caption(
         logger.info("Captioning %d clips with %s (%d cannot be captioned)", len(states), name, len(unusable))
         asked = caption_rounds(states, backend, teacher_settings, work, teacher_slug(teacher), prompts)
         if not loaded:
-            del backend
-            gc.collect()
-            _empty_cuda_cache()
+            backend.close()  # the next teacher gets the GPU memory back
         counts = Counter()
         for state in states:
             row = _row(by_id[state.id], features, name, state)
@@ -737,16 +734,6 @@ def caption(
     write_captions(output, config.split, kept, rejected, features, config, report)
     logger.info("Wrote %d captions (%d rejected) to %s", len(kept), len(rejected), output)
     return output
-
-
-def _empty_cuda_cache() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def parse_caption_args(argv: Sequence[str]) -> tuple[CaptionConfig, GenerationSettings]:
