@@ -18,10 +18,11 @@ settings (a second thread contending with a busy core slows CPU runs down a lot)
 from other processes spreads over both; the median is compared.
 
 Samples: both settings answer the same clips 4 times at temperature 1.0 with 16 prompts per `generate` call, the
-same number of tokens each (as above). Four passes decode every clip and run the processor on it four times, in
-calls of 16 answers; one pass of 4 samples decodes each clip once, repeats its processor output for its samples
-(the transformers backend collapses the samples of one prompt in `prepare`) and answers a prompt's samples in the
-same call (16 prompts, 64 answers), which is what `num_samples_per_clip` saves a cycle.
+same number of tokens each (as above). Four passes decode every clip, run the processor on it, encode its video and
+prefill its prompt four times, in calls of 16 answers; one pass of 4 samples does all of that once per clip (the
+transformers backend collapses the samples of one prompt in `prepare`, prefills each distinct prompt once and copies
+its KV cache per sample) and answers a prompt's samples in the same call (16 prompts, 64 answers), which is what
+`num_samples_per_clip` saves a cycle.
 `--quick` runs 16 short requests once to check that everything runs; it records nothing.
 """
 

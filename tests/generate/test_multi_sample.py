@@ -33,8 +33,17 @@ def test_samples_of_one_prompt_are_decoded_once_and_answered_as_if_asked_apart(a
     decoded = []
     real = hf.sample_clip
     monkeypatch.setattr(hf, "sample_clip", lambda request, s: decoded.append(request.id) or real(request, s))
+    prefill_rows = []
+
+    def record_prefill(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:  # a prefill, not a step of one new token
+            prefill_rows.append(kwargs["input_ids"].shape[0])
+
+    hook = backend.model.register_forward_pre_hook(record_prefill, with_kwargs=True)
     answers = backend.generate(requests)
+    hook.remove()
     assert sorted(decoded) == [requests[0].id, requests[3].id]  # one decode per clip, not per sample
+    assert prefill_rows == [3]  # one prefill per distinct prompt (2 clips and the note), not per sample
     # The same requests under distinct ids are processed one by one: greedy answers are the same.
     apart = [GenerationRequest(f"{r.id}/{r.sample}", r.attempt, r.question, r.prompt, r.video, r.start, r.end)
              for r in requests]  # fmt: skip

@@ -6,6 +6,7 @@ optional PEFT adapter, merged into the weights for speed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -168,29 +169,79 @@ class TransformersBackend(GenerationBackend):
             inputs = video_model_inputs(self.processor, texts, clips)
         else:
             inputs = self.processor(text=texts, padding=True, return_tensors="pt")
-        if len(distinct) < len(requests):
-            inputs = repeat_rows(inputs, owners, [not r.text_only for r in distinct])
+        # Rows stay one per distinct prompt: `generate_prepared` answers each prompt's samples from one prefill.
+        inputs.vstar_owners = owners if len(distinct) < len(requests) else None
+        inputs.vstar_has_video = [not r.text_only for r in distinct]
         inputs.vstar_max_new_tokens = [max_new_tokens(r, self.settings) for r in requests]
         return inputs
 
     @torch.inference_mode()
     def generate_prepared(self, prepared) -> list[str]:
         limits = getattr(prepared, "vstar_max_new_tokens", None) or [self.settings.max_new_tokens]
+        owners = getattr(prepared, "vstar_owners", None)
+        has_video = getattr(prepared, "vstar_has_video", None)
         inputs = prepared.to(self.model.device)
         sampling = self.settings.temperature > 0
         if sampling:
             torch.manual_seed(self.settings.seed)
-        output = self.model.generate(
-            **inputs,
+        options = dict(
             max_new_tokens=max(limits),
             do_sample=sampling,
             temperature=self.settings.temperature if sampling else None,
             top_p=self.settings.top_p if sampling else None,
             top_k=None,
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        if owners is not None and _cache_argument(self.model) is not None:
+            output, prompt_length = shared_prefill_generate(self.model, inputs, owners, **options)
+        else:
+            if owners is not None:
+                inputs = repeat_rows(inputs, owners, has_video)
+            output, prompt_length = self.model.generate(**inputs, **options), inputs["input_ids"].shape[1]
+        new_tokens = output[:, prompt_length:]
         if len(set(limits)) > 1:
             # A row's first tokens do not depend on how long the batch goes on: cutting each at its own limit
             # gives what generating it alone would.
             new_tokens = [row[:limit] for row, limit in zip(new_tokens, limits)]
         return [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _cache_argument(model) -> str | None:
+    """The name under which the model's forward takes a KV cache (`cache` from transformers 5.24, before that
+    `past_key_values`), or `None`."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _text_keys(inputs) -> list[str]:
+    """The inputs with one entry per token of the prompt (ids, attention mask, token types)."""
+    shape = tuple(inputs["input_ids"].shape)
+    return [key for key, value in inputs.items() if torch.is_tensor(value) and tuple(value.shape[:2]) == shape]
+
+
+def shared_prefill_generate(model, inputs, owners: Sequence[int], **options) -> tuple[torch.Tensor, int]:
+    """`model.generate` for the rows `owners` (row i is a sample of prompt `owners[i]` of `inputs`), running the
+    vision encoder and the prompt's prefill once per distinct prompt instead of once per sample.
+
+    A video prompt is mostly video tokens, so with several samples per clip the prefill is most of the work: the
+    distinct prompts are run once up to their last token, the KV cache is copied per sample, and `generate` goes on
+    from there for every sample; its first step runs the last prompt token. Batch state a model keeps from the
+    prefill (the 3D rope offsets of the Qwen-VL family) is copied per sample too. Greedy answers are those of
+    generating every sample from scratch (tested for Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision).
+
+    Returns the generated ids (prompt included) and the prompt length.
+    """
+    rows = torch.as_tensor(list(owners), device=inputs["input_ids"].device)
+    text = _text_keys(inputs)
+    prefix = {key: value[:, :-1] if key in text else value for key, value in inputs.items()}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        prefix["logits_to_keep"] = 1  # the prefill's logits are not used: do not hold the whole prompt's
+    output = model(**prefix, use_cache=True)
+    cache = getattr(output, "cache", None) or output.past_key_values
+    cache.batch_select_indices(rows)
+    for module in (model, getattr(model, "model", None)):
+        deltas = getattr(module, "rope_deltas", None)
+        if torch.is_tensor(deltas) and deltas.shape[0] == inputs["input_ids"].shape[0]:
+            module.rope_deltas = deltas[rows]
+    expanded = {key: inputs[key][rows] for key in text}
+    generated = model.generate(**expanded, **{_cache_argument(model): cache}, **options)
+    return generated, expanded["input_ids"].shape[1]
