@@ -33,7 +33,32 @@ def parse_task_options(text: str) -> dict | None:
 
 
 @dataclass
-class CycleConfig:
+class EvaluationDecoding:
+    """How held-out evaluation decodes, whatever the generation passes sample with (`vstar cycle` and `vstar eval`)."""
+
+    eval_temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "Held-out evaluation's temperature: 0 (greedy) unless a sampled evaluation is wanted; the "
+            "generation passes' `temperature` does not apply to it."
+        },
+    )
+    eval_top_p: float = field(default=1.0, metadata={"help": "Held-out evaluation's nucleus mass (when sampling)."})
+
+    def __post_init__(self) -> None:
+        _check_range(self, "eval_temperature", 0)
+        _check_range(self, "eval_top_p", 0, 1, low_open=True)
+
+    def evaluation_settings(self, generation: GenerationSettings) -> GenerationSettings:
+        """The held-out evaluation's settings: the generation settings, decoded greedily unless asked otherwise."""
+        from dataclasses import replace
+
+        sampled = self.eval_temperature > 0
+        return replace(generation, temperature=self.eval_temperature, top_p=self.eval_top_p if sampled else 1.0)
+
+
+@dataclass
+class CycleConfig(EvaluationDecoding):
     """Settings of the Video-STaR loop (generate -> verify -> rationalize -> assemble -> train -> evaluate)."""
 
     source_dataset: str = field(default="", metadata={"help": "Source dataset: a directory or a Hub repo id."})
@@ -106,14 +131,6 @@ class CycleConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 for greedy decoding."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    eval_temperature: float = field(
-        default=0.0,
-        metadata={
-            "help": "Held-out evaluation's temperature: 0 (greedy) unless a sampled evaluation is wanted; the "
-            "generation passes' `temperature` does not apply to it."
-        },
-    )
-    eval_top_p: float = field(default=1.0, metadata={"help": "Held-out evaluation's nucleus mass (when sampling)."})
     num_samples_per_clip: int = field(
         default=1,
         metadata={
@@ -172,8 +189,7 @@ class CycleConfig:
         _check_range(self, "max_new_tokens", 1)
         _check_range(self, "temperature", 0)
         _check_range(self, "top_p", 0, 1, low_open=True)
-        _check_range(self, "eval_temperature", 0)
-        _check_range(self, "eval_top_p", 0, 1, low_open=True)
+        super().__post_init__()
         _check_range(self, "num_samples_per_clip", 1)
         _check_range(self, "max_accepted_per_clip", 1, optional=True)
         _check_range(self, "rationalization_temperature", 0, optional=True)
@@ -226,17 +242,6 @@ class CycleConfig:
             else self.rationalization_temperature,
             top_p=generation.top_p if self.rationalization_top_p is None else self.rationalization_top_p,
         )
-
-    def evaluation_settings(self, generation: GenerationSettings) -> GenerationSettings:
-        """The held-out evaluation's settings: the generation settings, decoded greedily unless asked otherwise."""
-        return evaluation_settings(generation, self.eval_temperature, self.eval_top_p)
-
-
-def evaluation_settings(settings: GenerationSettings, temperature: float = 0.0, top_p: float = 1.0):
-    """`settings` with evaluation's own decoding (greedy by default), whatever the generation passes sample with."""
-    from dataclasses import replace
-
-    return replace(settings, temperature=temperature, top_p=top_p if temperature > 0 else 1.0)
 
 
 # Every vstar command's settings, as `module:Class`. One recipe drives the whole loop, so a recipe given to one

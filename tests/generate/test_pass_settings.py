@@ -4,8 +4,12 @@ import gc
 import json
 import weakref
 
+import pytest
+
 from vstar.cli import main
 from vstar.configs import CycleConfig
+from vstar.errors import ConfigError
+from vstar.evaluate.cli import EvalConfig
 from vstar.generate.base import GenerationSettings, build_requests, get_backend, read_generations, run_generation
 from vstar.io import SourceRows, load_split
 from vstar.tasks.base import get_task
@@ -39,6 +43,10 @@ def test_held_out_evaluation_is_greedy_unless_asked(warm_models, shapes_dir, tmp
     assert evaluation.num_frames == generation.num_frames and evaluation.batch_size == generation.batch_size
     sampled_eval = CycleConfig(source_dataset=str(shapes_dir), task="shapes", eval_temperature=0.7, eval_top_p=0.9)
     assert sampled_eval.evaluation_settings(generation).temperature == 0.7
+    # `vstar cycle` and `vstar eval` share the setting and its checks.
+    with pytest.raises(ConfigError, match="eval_top_p"):
+        EvalConfig(eval_temperature=0.7, eval_top_p=0)
+    assert EvalConfig(eval_temperature=0.7, eval_top_p=0.9).evaluation_settings(generation).top_p == 0.9
 
     common = ["eval", "--model", str(warm_models["qwen2_5_vl"]), "--dataset", str(shapes_dir), "--task", "shapes",
               "--limit", "6", "--max_new_tokens", "24"]  # fmt: skip

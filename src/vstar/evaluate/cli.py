@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vstar.configs import evaluation_settings, parse_configs
+from vstar.configs import EvaluationDecoding, parse_configs
 from vstar.distributed import is_main_process
 from vstar.generate.base import GenerationSettings
 
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(EvaluationDecoding):
     """What to evaluate and where to write the results."""
 
     model: str = field(default="", metadata={"help": "Base model (directory or Hub id)."})
@@ -36,14 +36,6 @@ class EvalConfig:
         default=None, metadata={"help": "Evaluate at most this many rows: a seeded sample stratified by the label."}
     )
     subset_seed: int = field(default=0, metadata={"help": "Seed of the `limit` sample."})
-    eval_temperature: float = field(
-        default=0.0,
-        metadata={
-            "help": "Decoding temperature of the evaluation: 0 (greedy) unless a sampled evaluation is wanted; a "
-            "recipe's `temperature` (the generation passes') does not apply."
-        },
-    )
-    eval_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of a sampled evaluation."})
 
 
 def _split_revision(ref: str | None) -> tuple[str | None, str | None]:
@@ -63,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
             config.eval_temperature,
             settings.temperature,
         )
-    settings = evaluation_settings(settings, config.eval_temperature, config.eval_top_p)
+    settings = config.evaluation_settings(settings)
     dataset_name, dataset_revision = _split_revision(config.dataset)
     adapter, adapter_revision = _split_revision(config.adapter)
     if adapter_revision:
