@@ -22,7 +22,6 @@ small version (a few clips and steps) to check that everything works; it records
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -31,18 +30,16 @@ import re
 import time
 from pathlib import Path
 
-import torch
+from demo_experiment import experiment_parser, start_demo_experiment
 from results import record
 
-from vstar.configs import CycleConfig, parse_configs
 from vstar.cycle import CycleRunner, RunState
-from vstar.demo import DEMO_RECIPE, DemoConfig, prepare_demo, recipe_path
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import get_backend
 from vstar.io import configs_yaml, load_split, split_file, write_parquet
 from vstar.schema import INSTRUCTION_FEATURES
 from vstar.sources.shapes import COLORS
-from vstar.train.sft import SAMPLE_WEIGHTS_FILE, VStarSFTConfig, train
+from vstar.train.sft import SAMPLE_WEIGHTS_FILE, train
 
 logger = logging.getLogger("experiment_noise")
 
@@ -90,15 +87,6 @@ def write_corrupted(dataset_dir: Path, output: Path, share: float, seed: int) ->
     return corrupted
 
 
-def prepare(out: Path, train_config: VStarSFTConfig, sizes: dict, seed: int) -> None:
-    """The demo's source, base model, seed set and warm start (each once), as `vstar demo` makes them."""
-    demo = DemoConfig(
-        output_dir=str(out), num_train=sizes["train"], num_test=sizes["test"], seed_size=sizes["seed"],
-        warm_start_steps=sizes["warm_steps"], seed=seed,
-    )  # fmt: skip
-    prepare_demo(demo, train_config)
-
-
 def meta_weight_gap(model_dir: Path, corrupted: set[str]) -> float | None:
     """Mean weight of clean minus corrupted rows over the last quarter of the meta arm's steps."""
     path = model_dir / SAMPLE_WEIGHTS_FILE
@@ -113,33 +101,13 @@ def meta_weight_gap(model_dir: Path, corrupted: set[str]) -> float | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="runs/bench-noise")
-    parser.add_argument("--quick", action="store_true", help="a small run to check that everything works")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = {"train": 1000, "test": 200, "seed": 100, "warm_steps": 910}
-    if args.quick:
-        sizes = {"train": 40, "test": 8, "seed": 8, "warm_steps": 30}
-
-    cycle_config, train_config = parse_configs(
-        (CycleConfig, VStarSFTConfig), ["--config", str(recipe_path(DEMO_RECIPE))]
-    )
-    train_config.torch_threads, train_config.disable_tqdm, train_config.seed = 1, True, args.seed
-    prepare(out, train_config, sizes, args.seed)
-    seconds = {"setup": time.perf_counter() - started}
-
+    args = experiment_parser(__doc__.splitlines()[0], "runs/bench-noise").parse_args()
     # The clean cycle: the loop's own generate -> verify -> rationalize -> assemble -> train -> evaluate.
-    cycle_config.source_dataset, cycle_config.source_offset = str(out / "source"), sizes["seed"]
-    cycle_config.run_dir, cycle_config.num_cycles, cycle_config.control_dataset = str(out / "loop"), 1, None
-    train_config.model_name_or_path = str(out / "warm-start")
-    if args.quick:
-        cycle_config.eval_limit, cycle_config.generation_batch_size = sizes["test"], 8
+    experiment = start_demo_experiment(args, "loop")
+    out, started = experiment.out, experiment.started
+    cycle_config, train_config = experiment.cycle_config, experiment.train_config
+    cycle_config.num_cycles = 1
+    seconds = {"setup": experiment.setup_seconds}
     runner = CycleRunner(cycle_config, train_config)
     history = runner.run()
     clean = history[1]

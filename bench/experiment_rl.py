@@ -20,36 +20,25 @@ small version to check that everything works; it records nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from pathlib import Path
 
-import torch
+from demo_experiment import experiment_parser, start_demo_experiment
 from results import record
 
-from vstar.configs import CycleConfig, parse_configs
+from vstar.configs import parse_configs
 from vstar.cycle import CycleRunner, RunState
-from vstar.demo import DEMO_RECIPE, DemoConfig, prepare_demo, recipe_path
+from vstar.demo import recipe_path
 from vstar.evaluate.run import evaluate_model
 from vstar.generate.base import get_backend, read_generations
 from vstar.train.grpo import VStarGRPOConfig, train_grpo
-from vstar.train.sft import VStarSFTConfig
 
 logger = logging.getLogger("experiment_rl")
 
 GRPO_RECIPE = "demo/config_grpo_shapes_tiny.yaml"
 ARMS = {"grpo": {}, "grpo_hint": {"hint_when_all_fail": True}}
-
-
-def prepare(out: Path, train_config: VStarSFTConfig, sizes: dict, seed: int) -> None:
-    """The demo's source, base model, seed set and warm start (each once), as `vstar demo` makes them."""
-    demo = DemoConfig(
-        output_dir=str(out), num_train=sizes["train"], num_test=sizes["test"], seed_size=sizes["seed"],
-        warm_start_steps=sizes["warm_steps"], seed=seed,
-    )  # fmt: skip
-    prepare_demo(demo, train_config)
 
 
 def star_answers(run_dir: Path, cycles: int) -> list[int]:
@@ -98,36 +87,17 @@ def plot(curves: dict, path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="runs/bench-rl")
-    parser.add_argument("--quick", action="store_true", help="a small run to check that everything works")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = experiment_parser(__doc__.splitlines()[0], "runs/bench-rl")
     parser.add_argument("--evals", type=int, default=4, help="held-out evaluations along each GRPO run")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = {"train": 1000, "test": 200, "seed": 100, "warm_steps": 910}
-    if args.quick:
-        sizes = {"train": 40, "test": 8, "seed": 8, "warm_steps": 30}
-
-    cycle_config, train_config = parse_configs(
-        (CycleConfig, VStarSFTConfig), ["--config", str(recipe_path(DEMO_RECIPE))]
-    )
-    train_config.torch_threads, train_config.disable_tqdm, train_config.seed = 1, True, args.seed
-    prepare(out, train_config, sizes, args.seed)
-    seconds = {"setup": time.perf_counter() - started}
-    warm = out / "warm-start"
-
     # STaR: the loop as the demo runs it (no control arm).
-    cycle_config.source_dataset, cycle_config.source_offset = str(out / "source"), sizes["seed"]
-    cycle_config.run_dir, cycle_config.control_dataset = str(out / "star"), None
-    train_config.model_name_or_path = str(warm)
+    experiment = start_demo_experiment(args, "star")
+    out, sizes, started, cycle_config = experiment.out, experiment.sizes, experiment.started, experiment.cycle_config
+    seconds = {"setup": experiment.setup_seconds}
+    warm = experiment.warm_start
     if args.quick:
-        cycle_config.eval_limit, cycle_config.generation_batch_size, cycle_config.num_cycles = sizes["test"], 8, 1
-    runner = CycleRunner(cycle_config, train_config)
+        cycle_config.num_cycles = 1
+    runner = CycleRunner(cycle_config, experiment.train_config)
     history = runner.run()
     cycles = len(history) - 1
     answers = star_answers(out / "star", cycles)
