@@ -13,6 +13,8 @@ fake_vllm.install()
 ```
 
 The engine answers every prompt with its user text and the frames it got, returned in reverse order as vLLM may.
+Each engine keeps a record of its life (`engine_records()`: arguments, prompts, when it was built, shut down and
+its groups destroyed, and whether the launch's process group outlived them), for a launched process to report.
 Like vLLM with `distributed_executor_backend="external_launcher"`, an engine under a launch needs the launch's
 process group, builds its own groups inside it (a world group and a tensor parallel group per engine, with
 `new_group`), and requires the processes of one engine to submit the same prompts (checked by gathering them in
@@ -22,7 +24,9 @@ destroys torch's default process group.
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,17 +65,37 @@ class FakeGroupCoordinator:
             if rank in ranks:
                 self.ranks, self.device_group, self.cpu_group = ranks, device_group, cpu_group
         self.destroyed = False
+        self.destroyed_at: float | None = None
+        self.launch_group_alive: bool | None = None
 
     def destroy(self) -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group(self.device_group)
         dist.destroy_process_group(self.cpu_group)
-        self.destroyed = True
+        self.destroyed, self.destroyed_at = True, time.time()
+        self.launch_group_alive = dist.is_initialized()
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "ranks": self.ranks,
+            "destroyed_at": self.destroyed_at,
+            "launch_group_alive": self.launch_group_alive,
+        }
+
+
+def _module(name: str, package: bool = False) -> types.ModuleType:
+    # A spec as an installed package has: libraries that probe for vLLM (`importlib.util.find_spec`, as TRL does
+    # on import) find it instead of failing on a module without one.
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=package)
+    if package:
+        module.__path__ = []
+    return module
 
 
 def _make_parallel_state() -> types.ModuleType:
-    state = types.ModuleType("vllm.distributed.parallel_state")
+    state = _module("vllm.distributed.parallel_state")
     state._WORLD = None
     state._TP = None
 
@@ -95,6 +119,16 @@ def _make_parallel_state() -> types.ModuleType:
     return state
 
 
+class FakeEngineCore:
+    """`LLM.llm_engine.engine_core`: what the backend shuts down before training."""
+
+    def __init__(self, llm: FakeLLM):
+        self.llm = llm
+
+    def shutdown(self) -> None:
+        self.llm.shut_down, self.llm.shut_down_at = True, time.time()
+
+
 class FakeLLM:
     """`vllm.LLM`: records its arguments and calls, and echoes every prompt."""
 
@@ -106,6 +140,10 @@ class FakeLLM:
         self.calls: list[dict] = []
         self.counter = 0
         self.shut_down = False
+        self.built_at, self.shut_down_at = time.time(), None
+        self.world_group: FakeGroupCoordinator | None = None
+        self.tp_group: FakeGroupCoordinator | None = None
+        self.llm_engine = types.SimpleNamespace(engine_core=FakeEngineCore(self))
         FakeLLM.instances.append(self)
         if kwargs.get("distributed_executor_backend") == "external_launcher":
             self._join_launch(kwargs["tensor_parallel_size"])
@@ -125,13 +163,13 @@ class FakeLLM:
         state = sys.modules["vllm.distributed.parallel_state"]
         state._WORLD = FakeGroupCoordinator([list(range(world))])
         state._TP = FakeGroupCoordinator([list(range(i, i + tp)) for i in range(0, world, tp)])
-        self.tp_group = state._TP
+        self.world_group, self.tp_group = state._WORLD, state._TP
 
     def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
         self.calls.append({"prompts": prompts, "sampling_params": sampling_params, "lora_request": lora_request})
         if FakeLLM.fail_on_call is not None and len(self.calls) == FakeLLM.fail_on_call:
             raise RuntimeError("engine died")
-        if getattr(self, "tp_group", None) is not None and len(self.tp_group.ranks) > 1:
+        if self.tp_group is not None and len(self.tp_group.ranks) > 1:
             import torch.distributed as dist
 
             texts = [p["prompt"] for p in prompts]
@@ -152,16 +190,35 @@ class FakeLLM:
             self.counter += 1
         return outputs[::-1]
 
+    def record(self) -> dict[str, Any]:
+        """What happened to this engine, as JSON-ready values (times from `time.time()`)."""
+        return {
+            "kwargs": {k: v for k, v in self.kwargs.items() if k != "limit_mm_per_prompt"},
+            "prompts": [p["prompt"] for call in self.calls for p in call["prompts"]],
+            "lora_paths": sorted({c["lora_request"].lora_path for c in self.calls if c["lora_request"] is not None}),
+            "built_at": self.built_at,
+            "shut_down_at": self.shut_down_at,
+            "groups": {
+                "world": self.world_group and self.world_group.record(),
+                "tensor_parallel": self.tp_group and self.tp_group.record(),
+            },
+        }
+
+
+def engine_records() -> list[dict[str, Any]]:
+    """`FakeLLM.record()` of every engine built since `install()`, in the order they were built."""
+    return [llm.record() for llm in FakeLLM.instances]
+
 
 def modules() -> dict[str, types.ModuleType]:
     """Fresh stand-in modules by name (`vllm`, `vllm.lora`, `vllm.lora.request`, `vllm.distributed`,
     `vllm.distributed.parallel_state`)."""
-    vllm = types.ModuleType("vllm")
+    vllm = _module("vllm", package=True)
     vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
+    lora = _module("vllm.lora", package=True)
+    request = _module("vllm.lora.request")
     request.LoRARequest = FakeLoRARequest
-    distributed = types.ModuleType("vllm.distributed")
+    distributed = _module("vllm.distributed", package=True)
     distributed.parallel_state = _make_parallel_state()
     vllm.lora, lora.request, vllm.distributed = lora, request, distributed
     return {
