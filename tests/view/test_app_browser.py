@@ -1,4 +1,5 @@
-"""`vstar view` in a real browser: the app on the loopback against a real run, driven in headless Chromium."""
+"""`vstar view` in a real browser: the app on the loopback against a real run, and against QA and caption datasets
+written by their writers (their question type, format and teacher filters), driven in headless Chromium."""
 
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def test_rejected_answers_of_cycle_1_with_their_verdict_and_clip(view_run, serve
     page.goto(served)
     page.get_by_role("tab", name="Answers").click()
     _summary_is(page, f"{view.count()} rows")
+    assert all(page.locator(f"#filter-{c}").count() == 0 for c in ("question_type", "format", "teacher"))
     _choose(page, "filter-cycle", "1")
     _choose(page, "filter-status", "rejected")
     _summary_is(page, f"{len(wanted)} rows")
@@ -86,3 +88,60 @@ def test_rejected_answers_of_cycle_1_with_their_verdict_and_clip(view_run, serve
     shot = tmp_path / "viewer.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Serve the app of a dataset directory on the loopback; returns its URL."""
+    pytest.importorskip("gradio", reason="vstar view needs the viewer extra")
+    from vstar.view.app import build_app
+
+    apps = []
+
+    def serve(directory) -> str:
+        app = build_app(open_view(str(directory)), page_size=50, cache_dir=tmp_path / "clips")
+        _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                               allowed_paths=[str(tmp_path / "clips")])  # fmt: skip
+        apps.append(app)
+        return url
+
+    yield serve
+    for app in apps:
+        app.close()
+
+
+def _shown_rows(page) -> list[dict[str, str]]:
+    headers = page.locator("#answers [role=columnheader]").all_inner_texts()
+    rows = page.locator("#answers [role=row].virtual-row")
+    rows.first.wait_for()
+    cells = [rows.nth(i).locator("[role=gridcell]").all_inner_texts() for i in range(rows.count())]
+    return [dict(zip([h.strip() for h in headers], [c.strip() for c in row])) for row in cells]
+
+
+@pytest.mark.slow
+def test_qa_rows_by_question_type_format_and_teacher(second_path, launch, browser_page):
+    from view_datasets import TEACHER_A
+
+    page = browser_page
+    view = open_view(str(second_path["qa"]))
+    page.goto(launch(second_path["qa"]))
+    page.get_by_role("tab", name="Answers").click()
+    _summary_is(page, f"{view.count()} rows")
+    _choose(page, "filter-question_type", "count")
+    _summary_is(page, f"{view.count(RowFilter(question_type='count'))} rows")
+    _choose(page, "filter-format", "open")
+    _summary_is(page, f"{view.count(RowFilter(question_type='count', format='open'))} rows")
+    _choose(page, "filter-teacher", TEACHER_A)
+    wanted = view.page(RowFilter(question_type="count", format="open", teacher=TEACHER_A), 0, 100)
+    assert len(wanted) == 2
+    _summary_is(page, "2 rows")
+    shown = _shown_rows(page)
+    assert [r["id"] for r in shown] == [r["id"] for r in wanted]
+    assert all((r["question_type"], r["format"], r["teacher"]) == ("count", "open", TEACHER_A) for r in shown)
+
+    # A caption dataset offers its teachers, and no question type or format.
+    page.goto(launch(second_path["captions"]))
+    page.get_by_role("tab", name="Answers").click()
+    _summary_is(page, f"{open_view(str(second_path['captions'])).count()} rows")
+    assert page.locator("#filter-teacher").count() == 1
+    assert page.locator("#filter-question_type").count() == 0 and page.locator("#filter-format").count() == 0

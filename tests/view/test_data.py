@@ -42,6 +42,8 @@ def test_filters_match_the_rows_they_name(view_run):
     assert "match" in view.facet_values("verification")
     mismatches = sum(r["verification"]["reason"] == "label:mismatch" for r in every)
     assert mismatches and view.count(RowFilter(reason="label:mismatch")) == mismatches
+    # A run's answers have no question type, format or teacher: nothing to offer, and a filter on one names no row.
+    assert view.facets() == [] and view.count(RowFilter(teacher="any")) == 0
     word = every[0]["answer"].split()[-1]
     assert view.count(RowFilter(text=word.upper())) == sum(word.lower() in r["answer"].lower() for r in every)
     # A selected row comes whole: its video and its conversation.

@@ -9,9 +9,10 @@ vstar view my-org/shapes-star@cycle-2 --port 7861
 ```
 
 Per cycle: the counts and the curve of held-out accuracy, its control and the yield. The answers table filters by
-cycle, accepted/rejected, direct/rationalized, class and verdict reason, and searches the question, answer and
-description; selecting a row plays its clip (the `start`/`end` window) beside the question, the answer, the label,
-each verdict field with its reason and the model that answered.
+cycle, accepted/rejected, direct/rationalized, class and verdict reason (and, where a dataset has them, by question
+type, format and teacher), and searches the question, answer and description; selecting a row plays its clip (the
+`start`/`end` window) beside the question, the answer, the label, each verdict field with its reason and the model
+that answered.
 """
 
 # No `from __future__ import annotations`: Gradio reads the `gr.SelectData` annotation of the select handler.
@@ -19,17 +20,21 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vstar.errors import ConfigError
-from vstar.view.data import RowFilter, RunView, label_class, open_view
+from vstar.view.data import FACET_COLUMNS, RowFilter, RunView, label_class, open_view
 
 logger = logging.getLogger(__name__)
 
 ALL = "all"
 TABLE_COLUMNS = ["id", "cycle", "status", "kind", "class", "reason", "answer"]
+# Shown before `answer` when the dataset has them: QA, caption and selection datasets' own columns.
+EXTRA_COLUMNS = (*FACET_COLUMNS, "score")
+FACET_LABELS = {"question_type": "question type", "format": "format", "teacher": "teacher"}
 # Longest clip written for playback; a longer window is shown at a lower frame rate.
 MAX_CLIP_FRAMES = 1800
 
@@ -55,7 +60,17 @@ def _choice(value: Any) -> Any:
     return None if value in (None, "", ALL) else value
 
 
-def row_filter(cycle: Any, status: Any, kind: Any, klass: Any, reason: Any, text: Any) -> RowFilter:
+def row_filter(
+    cycle: Any,
+    status: Any,
+    kind: Any,
+    klass: Any,
+    reason: Any,
+    text: Any,
+    question_type: Any = None,
+    format: Any = None,
+    teacher: Any = None,
+) -> RowFilter:
     """The filter the table's controls describe (`all` or empty: no constraint)."""
     cycle = _choice(cycle)
     return RowFilter(
@@ -65,10 +80,33 @@ def row_filter(cycle: Any, status: Any, kind: Any, klass: Any, reason: Any, text
         label_class=_choice(klass),
         reason=_choice(reason),
         text=(text or "").strip() or None,
+        question_type=_choice(question_type),
+        format=_choice(format),
+        teacher=_choice(teacher),
     )
 
 
-def table_row(row: dict[str, Any], view: RunView | None = None) -> list[Any]:
+def facet_choices(view: RunView) -> dict[str, list[str]]:
+    """The choices of each facet filter the view offers: its `FACET_COLUMNS` that some row fills, values read from
+    its files."""
+    choices = {}
+    for column in view.facets():
+        # A column no row fills filters nothing: QA rows built from LLaVA-Video's JSON name no teacher.
+        values = view.facet_values(column)
+        if values:
+            choices[column] = [ALL, *values]
+    return choices
+
+
+def table_columns(view: RunView, facets: Iterable[str] = ()) -> list[str]:
+    """The answers table's columns: `TABLE_COLUMNS`, with the offered `facets` and a selection's `score` before
+    `answer`."""
+    shown = set(facets) | ({"score"} & set(view.columns))
+    return [*TABLE_COLUMNS[:-1], *(c for c in EXTRA_COLUMNS if c in shown), TABLE_COLUMNS[-1]]
+
+
+def table_row(row: dict[str, Any], view: RunView | None = None, extra: tuple[str, ...] | list[str] = ()) -> list[Any]:
+    """A row of the answers table: the `TABLE_COLUMNS` values, with the `extra` columns' values before `answer`."""
     verification = row.get("verification") or {}
     answer = row.get("answer") or row.get("description") or ""
     kind = "rationalized" if row.get("rationalized") else "direct" if "rationalized" in row else ""
@@ -83,6 +121,7 @@ def table_row(row: dict[str, Any], view: RunView | None = None) -> list[Any]:
         kind,
         klass,
         verification.get("reason") or row.get("reason") or "",
+        *("" if row.get(column) is None else row[column] for column in extra),
         answer if len(answer) <= 160 else answer[:157] + "...",
     ]
 
@@ -168,14 +207,18 @@ def build_app(view: RunView, page_size: int = 50, cache_dir: str | Path | None =
     statuses = [ALL, *view.statuses()]
     classes = [ALL, *view.facet_values("label")] if "label" in columns else [ALL]
     reasons = [ALL, *view.facet_values("verification")] if columns & {"verification", "reason"} else [ALL]
+    facets = facet_choices(view)
+    headers = table_columns(view, facets)
+    extra = headers[len(TABLE_COLUMNS) - 1 : -1]
 
-    def refresh(cycle, status, kind, klass, reason, text, page):
-        rows = row_filter(cycle, status, kind, klass, reason, text)
+    def refresh(cycle, status, kind, klass, reason, *rest):
+        *facet_values, text, page = rest
+        rows = row_filter(cycle, status, kind, klass, reason, text, **dict(zip(facets, facet_values)))
         total = view.count(rows)
         pages = max(1, -(-total // page_size))
         page = min(max(1, int(page or 1)), pages)
         found = view.page(rows, (page - 1) * page_size, page_size)
-        table = pd.DataFrame([table_row(r, view) for r in found], columns=TABLE_COLUMNS)
+        table = pd.DataFrame([table_row(r, view, extra) for r in found], columns=headers)
         places = [(r["_part"], r["_row"]) for r in found]
         return table, places, f"{total} rows, page {page} of {pages}", page
 
@@ -208,11 +251,18 @@ def build_app(view: RunView, page_size: int = 50, cache_dir: str | Path | None =
                 kind = gr.Dropdown([ALL, "direct", "rationalized"], value=ALL, label="kind", elem_id="filter-kind")
                 klass = gr.Dropdown(classes, value=ALL, label="class", elem_id="filter-class")
                 reason = gr.Dropdown(reasons, value=ALL, label="verdict reason", elem_id="filter-reason")
+            facet_controls = []
+            if facets:
+                with gr.Row():
+                    for column, choices in facets.items():
+                        facet_controls.append(
+                            gr.Dropdown(choices, value=ALL, label=FACET_LABELS[column], elem_id=f"filter-{column}")
+                        )
             with gr.Row():
                 text = gr.Textbox(label="search question / answer", elem_id="filter-text")
                 page = gr.Number(value=1, precision=0, minimum=1, label="page", elem_id="page")
             summary = gr.Markdown(elem_id="summary")
-            table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="answers")
+            table = gr.Dataframe(headers=headers, interactive=False, wrap=True, elem_id="answers")
             places = gr.State([])
             with gr.Row():
                 video = gr.Video(label="clip", interactive=False, elem_id="clip", autoplay=False, height=360)
@@ -224,13 +274,14 @@ def build_app(view: RunView, page_size: int = 50, cache_dir: str | Path | None =
                         wrap=True,
                         elem_id="verdict",
                     )
-        controls = [cycle, status, kind, klass, reason, text, page]
+        controls = [cycle, status, kind, klass, reason, *facet_controls, text, page]
         outputs = [table, places, summary, page]
-        for control in (cycle, status, kind, klass, reason):
+        for control in (cycle, status, kind, klass, reason, *facet_controls):
             control.change(lambda *values: refresh(*values[:-1], 1), controls, outputs)
         text.submit(lambda *values: refresh(*values[:-1], 1), controls, outputs)
         page.submit(refresh, controls, outputs)
-        app.load(refresh, controls, outputs)
+        # Named so a client can ask for a page of rows by the controls' values (`gradio_client`, the tests).
+        app.load(refresh, controls, outputs, api_name="rows")
         table.select(show, [places], [video, detail, verdict])
     app.vstar_cache_dir = cache
     return app

@@ -1,14 +1,16 @@
 """The data layer of `vstar view`: a run's (or a dataset's) rows, filtered and paged without loading the run.
 
 Rows stay in their Parquet files. Counting with no filter reads only the files' footers; a filter reads only the
-small columns it needs (`rationalized`, `label`, `verification`; `question` and `answer` for a text search), once
-per file, and a page reads only the row groups that hold its rows, without the video column. A clip's video is read
-for the one row shown.
+small columns it needs (`rationalized`, `label`, `verification`; `question_type`, `format` and `teacher` of QA and
+caption datasets; `question` and `answer` for a text search), once per file, and a page reads only the row groups
+that hold its rows, without the video column. A clip's video is read for the one row shown.
 
 ```python
 from vstar.view.data import open_view, RowFilter
 view = open_view("runs/demo")
 view.count(RowFilter(cycle=1, status="rejected")), view.page(RowFilter(cycle=1, status="rejected"), 0, 20)
+qa = open_view("data/qa")
+qa.facets(), qa.facet_values("question_type"), qa.count(RowFilter(question_type="count", format="open"))
 ```
 """
 
@@ -35,6 +37,9 @@ STATUS_BY_CONFIG = {"default": "accepted", "rejected": "rejected"}
 # Columns a filter may need: read once per file, kept as Arrow arrays.
 INDEX_COLUMNS = ("rationalized", "label", "verification")
 TEXT_COLUMNS = ("question", "answer", "description")
+# String columns of the second path's datasets, filtered by equality: QA datasets (`vstar.synthesize.qa_schema`) have
+# all three, caption and selection datasets `teacher`. A view offers the ones its files have.
+FACET_COLUMNS = ("question_type", "format", "teacher")
 # Never read for the table: they are large (embedded videos, full conversations).
 HEAVY_COLUMNS = ("video", "messages")
 
@@ -50,6 +55,9 @@ class RowFilter:
         label_class: the label's class (see `label_class`).
         reason: the verdict's reason (e.g. `label:mismatch`).
         text: a case-insensitive substring of the question, the answer or the description.
+        question_type: a QA item's type (one of LLaVA-Video-178K's 16).
+        format: a QA item's format (`open` or `multiple_choice`).
+        teacher: the captioner a caption (or the description a QA item was written from) came from.
     """
 
     cycle: int | None = None
@@ -58,9 +66,16 @@ class RowFilter:
     label_class: str | None = None
     reason: str | None = None
     text: str | None = None
+    question_type: str | None = None
+    format: str | None = None
+    teacher: str | None = None
+
+    def facets(self) -> dict[str, str]:
+        """The constraints on `FACET_COLUMNS`, by column."""
+        return {column: getattr(self, column) for column in FACET_COLUMNS if getattr(self, column)}
 
     def needs(self) -> set[str]:
-        columns = set()
+        columns = set(self.facets())
         if self.kind:
             columns.add("rationalized")
         if self.label_class:
@@ -197,15 +212,22 @@ class RunView:
                     points.append({"cycle": entry["cycle"], "value": float(entry[key]), "series": series})
         return points
 
+    def facets(self) -> list[str]:
+        """The `FACET_COLUMNS` some file of the view has (known from the schemas, without reading a row)."""
+        columns = set(self.columns)
+        return [column for column in FACET_COLUMNS if column in columns]
+
     def facet_values(self, column: str, limit: int = 500) -> list[str]:
-        """The distinct classes (`label`) or verdict reasons (`verification`, or a stage's `reason` column) of
-        every row, for the filters."""
+        """The distinct classes (`label`), verdict reasons (`verification`, or a stage's `reason` column) or values of
+        a `FACET_COLUMNS` column (empty ones left out) of every row, for the filters."""
         values: set[str] = set()
         for part in self.parts:
             if column == "label" and "label" in part.columns:
                 values.update(self._classes(part, pc.unique(self._index(part, "label")).to_pylist()))
             elif column == "verification" and part.reason_column:
                 values.update(v for v in pc.unique(self._reasons(part)).to_pylist() if v)
+            elif column in FACET_COLUMNS and column in part.columns:
+                values.update(v for v in pc.unique(self._strings(part, column)).to_pylist() if v)
             if len(values) > limit:
                 break
         return sorted(values)[:limit]
@@ -218,7 +240,12 @@ class RunView:
 
     def _reasons(self, part: Part) -> pa.Array:
         array = self._index(part, part.reason_column)
-        return pc.struct_field(array, "reason") if part.reason_column == "verification" else array
+        if part.reason_column != "verification":
+            return array
+        reasons = pc.struct_field(array, "reason")
+        # A caption dataset's rejected rows have both: `verification` only for a failed label check, `reason` always
+        # (as the table shows a row's reason: the verdict's, else the stage's).
+        return pc.coalesce(reasons, self._index(part, "reason")) if "reason" in part.columns else reasons
 
     def class_of(self, row: dict[str, Any]) -> str:
         """The class of a row from `page` or `row`, as the class filter names it."""
@@ -240,6 +267,13 @@ class RunView:
             return False
         return not (rows.needs() - set(part.columns))
 
+    def _strings(self, part: Part, column: str) -> pa.Array:
+        """A facet column as strings (the filters' values are), whatever type a dataset gave it."""
+        array = self._index(part, column)
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            return array
+        return array.cast(pa.string())
+
     def _mask(self, part: Part, rows: RowFilter) -> np.ndarray | None:
         """Which rows of `part` pass (`None`: all of them, known without reading a row)."""
         mask = None
@@ -259,6 +293,8 @@ class RunView:
             classes = self._classes(part, labels.dictionary.to_pylist())
             wanted = [i for i, v in enumerate(classes) if v == rows.label_class]
             both(np.isin(labels.indices.fill_null(-1).to_numpy(zero_copy_only=False), wanted))
+        for column, value in rows.facets().items():
+            both(pc.equal(self._strings(part, column), value).fill_null(False).to_numpy(zero_copy_only=False))
         if rows.reason:
             if part.reason_column is None:
                 return np.zeros(part.num_rows, dtype=bool)
