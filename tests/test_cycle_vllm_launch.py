@@ -150,6 +150,9 @@ def test_vllm_cycle_under_torchrun_two_engines_then_ddp_training(tiny_model_dirs
         assert max(teardown) < min(training), (teardown, min(training))
         assert all(before["groups"][g]["launch_group_alive"] for g in ("world", "tensor_parallel"))
         assert after["built_at"] > max(training)
+        # The last evaluation's engine is shut down when the run ends, while the launch's group is alive.
+        assert after["shut_down_at"] is not None
+        assert all(after["groups"][g]["launch_group_alive"] for g in ("world", "tensor_parallel"))
 
     # Training ran as one DDP job over both processes (a global batch of 2 x 8) and the adapter was written.
     batch = train_config.per_device_train_batch_size

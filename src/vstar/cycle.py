@@ -580,6 +580,9 @@ class CycleRunner:
         try:
             return self._run()
         finally:
+            # The last evaluation's model (a vLLM engine under a launch included) is shut down while the launch's
+            # process group is alive, not at interpreter exit.
+            self.release_backend()
             lock.release()
 
     def _run(self) -> list[dict[str, Any]]:
