@@ -1,4 +1,4 @@
-"""Video probing from container metadata and the bounded parallel map.
+"""Video probing from container metadata.
 
 Run: `python -m pytest tests/sources/test_probe.py -q`
 """
@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from vstar.sources.probe import parallel_map, probe_video
+from vstar.sources.probe import probe_video
 
 
 def _clip(path, num_frames=24, fps=12, size=(48, 64), gop=6, faststart=True) -> str:
@@ -68,21 +68,3 @@ def test_missing_empty_and_garbage(tmp_path):
     assert probe_video(None).error.startswith("missing")
     assert probe_video(tmp_path / "empty.mp4").error.startswith("empty")
     assert probe_video(tmp_path / "garbage.mp4").error.startswith("undecodable")
-
-
-def test_parallel_map_keeps_order_and_reads_ahead_boundedly(clip, tmp_path):
-    consumed = []
-
-    def items():
-        for i in range(60):
-            consumed.append(i)
-            yield (i, clip if i % 7 else str(tmp_path / f"missing-{i}.mp4"))
-
-    results = parallel_map(probe_video, items(), num_proc=2, batch_size=4, arg=lambda item: item[1])
-    first = next(results)
-    assert len(consumed) <= 2 * 4 * 2  # two batches of batch_size * num_proc in flight, not the whole input
-    rest = list(results)
-    assert [item[0] for item, _ in [first, *rest]] == list(range(60))
-    assert [probe.ok for _, probe in [first, *rest]] == [bool(i % 7) for i in range(60)]
-    serial = [probe for _, probe in parallel_map(probe_video, [clip, None], num_proc=1)]
-    assert serial[0].ok and serial[1].error.startswith("missing")

@@ -26,6 +26,9 @@ assert local == on_ray
 
 The same function, the same rows and the same `batch_size` give the same output rows in the same order on every
 executor (the tests check it on a local Ray instance).
+
+`parallel_map` is the process pool under the local executor, and what the source builders probe and encode videos
+with: `fn(item)` for every item in `num_proc` worker processes, in input order, reading the input lazily.
 """
 
 from __future__ import annotations
@@ -37,84 +40,113 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from vstar.errors import ConfigError
 from vstar.registry import Registry
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+A = TypeVar("A")
 Row = dict[str, Any]
 BatchFn = Callable[[list[Row]], list[Row]]
 
 EXECUTORS: Registry = Registry("executor")
 
 
-class Executor(Protocol):
-    """Runs `fn` over batches of rows and returns its rows in input order."""
-
-    def map_batches(
-        self,
-        fn: BatchFn | type,
-        rows: Iterable[Row],
-        batch_size: int = 1,
-        fn_constructor_kwargs: dict[str, Any] | None = None,
-    ) -> Iterator[Row]: ...
+def _start_method() -> str:
+    # Fork keeps start-up cheap (no re-import of torch/datasets in every worker); workers only run the given function.
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _build(fn: BatchFn | type, kwargs: dict[str, Any] | None) -> BatchFn:
-    """A class is built once (per worker); a function is used as it is."""
-    if isinstance(fn, type):
-        return fn(**(kwargs or {}))
-    if kwargs:
-        raise ConfigError("fn_constructor_kwargs is only for a class given as the batch function.")
-    return fn
+def parallel_map(
+    fn: Callable[[A], Any],
+    items: Iterable[T],
+    num_proc: int = 1,
+    batch_size: int = 64,
+    arg: Callable[[T], A] | None = None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+    in_flight: int = 2,
+) -> Iterator[tuple[T, Any]]:
+    """Yield `(item, fn(arg(item)))` in input order, computing `fn` in `num_proc` worker processes.
 
-
-def _batches(rows: Iterable[Row], batch_size: int) -> Iterator[list[Row]]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, batch_size)):
-        yield batch
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
-
-
-def _checked(out: Any, where: str) -> list[Row]:
-    if not isinstance(out, list) or not all(isinstance(row, dict) for row in out):
-        raise TypeError(f"{where}: the batch function must return a list of row dicts, not {type(out).__name__}.")
-    return out
-
-
-# The per-process batch function of the local executor's workers, built by the pool's initializer.
-_WORKER_FN: BatchFn | None = None
-
-
-def _init_worker(payload: bytes) -> None:
-    global _WORKER_FN
-    fn, kwargs = pickle.loads(payload)
-    _WORKER_FN = _build(fn, kwargs)
-
-
-def _run_worker_batch(batch: list[Row]) -> list[Row]:
-    assert _WORKER_FN is not None
-    return _checked(_WORKER_FN(batch), "local worker")
-
-
-@EXECUTORS.register("local")
-@dataclass
-class LocalExecutor:
-    """Batches run in `num_proc` processes on this machine (1: in this process, no pool).
+    Items are consumed lazily: at most `in_flight` batches of `batch_size * num_proc` items are read and not yet
+    returned, so memory does not grow with the number of items (`multiprocessing.Pool.imap` would read the whole
+    input ahead). Workers take them in tasks of `batch_size // 8` items (at least 1); each task returned makes room
+    for the next.
 
     Args:
-        num_proc: worker processes.
-        in_flight: batches per worker submitted ahead of the one being returned (memory stays bounded).
+        fn: a picklable (module-level) function.
+        items: any iterable, consumed once.
+        num_proc: worker processes; 1 runs everything in this process.
+        batch_size: items per worker in a batch.
+        arg: what of each item is sent to `fn` (default: the item itself); the item stays in this process.
+        initializer: `initializer(*initargs)` runs once in every process that runs `fn` (each worker, or this one
+            when `num_proc` is 1) before its first item: the place to build what `fn` uses.
+        initargs: the initializer's arguments (picklable).
+        in_flight: batches read ahead of the items being returned (at least 1).
     """
+    arg = arg or (lambda item: item)
+    if num_proc <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for item in items:
+            yield item, fn(arg(item))
+        return
+    iterator = iter(items)
+    task_size, window = max(1, batch_size // 8), max(1, in_flight) * batch_size * num_proc
+    pool = multiprocessing.get_context(_start_method()).Pool(num_proc, initializer, initargs)
+    try:
+        pending: deque = deque()  # (items, their results to come), oldest first
+        reading = 0
+        while True:
+            while reading < window and (taken := list(islice(iterator, min(task_size, window - reading)))):
+                pending.append((taken, pool.apply_async(_map_task, (fn, [arg(item) for item in taken]))))
+                reading += len(taken)
+            if not pending:
+                break
+            done_items, result = pending.popleft()
+            reading -= len(done_items)
+            yield from zip(done_items, result.get())
+        # Workers leave on their own: a SIGTERM would also reach signal handlers they inherited (Ray's).
+        pool.close()
+    except BaseException:  # an error, or the caller stopped reading: nothing more is wanted from the workers
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
-    num_proc: int = 1
-    in_flight: int = 2
+
+def _map_task(fn: Callable[[A], Any], args: list[A]) -> list[Any]:
+    return [fn(value) for value in args]
+
+
+class _BatchFunction:
+    """The batch function as the process or actor running it holds it: a class built once with its arguments, its
+    output checked."""
+
+    def __init__(self, fn: BatchFn | type, kwargs: dict[str, Any] | None, where: str):
+        self.fn = fn(**(kwargs or {})) if isinstance(fn, type) else fn
+        self.where = where
+
+    @classmethod
+    def unpickle(cls, payload: bytes, where: str) -> _BatchFunction:
+        fn, kwargs = pickle.loads(payload)
+        return cls(fn, kwargs, where)
+
+    def __call__(self, batch: list[Row]) -> list[Row]:
+        out = self.fn(batch)
+        if not isinstance(out, list) or not all(isinstance(row, dict) for row in out):
+            raise TypeError(
+                f"{self.where}: the batch function must return a list of row dicts, not {type(out).__name__}."
+            )
+        return out
+
+
+class Executor:
+    """Runs `fn` over batches of rows and returns its rows in input order; each executor's `_run` says where."""
 
     def map_batches(
         self,
@@ -127,58 +159,93 @@ class LocalExecutor:
 
         Args:
             fn: `fn(batch: list[dict]) -> list[dict]`, or a class whose instances are such a callable (built once
-                per worker with `fn_constructor_kwargs`). With `num_proc > 1` it must be picklable (module level).
-            rows: input rows, consumed lazily.
+                per worker with `fn_constructor_kwargs`).
+            rows: input rows.
             batch_size: input rows per call.
             fn_constructor_kwargs: arguments of the class's constructor.
         """
-        _check_batch_size(batch_size)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+        # Checked here, not where the class is built: a worker that fails to start is replaced, again and again.
+        if fn_constructor_kwargs and not isinstance(fn, type):
+            raise ConfigError("fn_constructor_kwargs is only for a class given as the batch function.")
+        yield from self._run(fn, rows, batch_size, fn_constructor_kwargs)
+
+    def _run(
+        self, fn: BatchFn | type, rows: Iterable[Row], batch_size: int, kwargs: dict[str, Any] | None
+    ) -> Iterator[Row]:
+        raise NotImplementedError
+
+
+def _batches(rows: Iterable[Row], batch_size: int) -> Iterator[list[Row]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, batch_size)):
+        yield batch
+
+
+# The batch function of a local executor's worker process, built by the pool's initializer.
+_WORKER_FN: _BatchFunction | None = None
+
+
+def _init_worker(payload: bytes) -> None:
+    global _WORKER_FN
+    _WORKER_FN = _BatchFunction.unpickle(payload, "local worker")
+
+
+def _run_worker_batch(batch: list[Row]) -> list[Row]:
+    assert _WORKER_FN is not None
+    return _WORKER_FN(batch)
+
+
+@EXECUTORS.register("local")
+@dataclass
+class LocalExecutor(Executor):
+    """Batches run in `num_proc` processes on this machine (1: in this process, no pool), through `parallel_map`.
+
+    Rows are read lazily. With `num_proc > 1` the batch function must be picklable (module level).
+
+    Args:
+        num_proc: worker processes.
+        in_flight: batches per worker submitted ahead of the one being returned (memory stays bounded).
+    """
+
+    num_proc: int = 1
+    in_flight: int = 2
+
+    def _run(
+        self, fn: BatchFn | type, rows: Iterable[Row], batch_size: int, kwargs: dict[str, Any] | None
+    ) -> Iterator[Row]:
         if self.num_proc <= 1:
-            call = _build(fn, fn_constructor_kwargs)
-            for batch in _batches(rows, batch_size):
-                yield from _checked(call(batch), "local")
-            return
-        payload = pickle.dumps((fn, fn_constructor_kwargs))
-        # Fork keeps start-up cheap (no re-import of torch/datasets); workers only run the batch function.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(self.num_proc, _init_worker, (payload,))
-        try:
-            pending: deque = deque()
-            limit = self.num_proc * max(1, self.in_flight)
-            for batch in _batches(rows, batch_size):
-                pending.append(pool.apply_async(_run_worker_batch, (batch,)))
-                if len(pending) >= limit:
-                    yield from pending.popleft().get()
-            while pending:
-                yield from pending.popleft().get()
-            # Workers leave on their own: a SIGTERM would also reach signal handlers they inherited (Ray's).
-            pool.close()
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
+            call, setup, payload = _BatchFunction(fn, kwargs, "local"), None, ()
+        else:
+            call, setup, payload = _run_worker_batch, _init_worker, (pickle.dumps((fn, kwargs)),)
+        # Items of `parallel_map` are whole batches, one per task: `in_flight * num_proc` batches in flight.
+        batches = _batches(rows, batch_size)
+        for _, out in parallel_map(call, batches, self.num_proc, 1, None, setup, payload, self.in_flight):
+            yield from out
 
 
 class _RayStage:
     """The actor a Ray Data stage runs: unpickles the rows of a batch, calls the batch function, pickles its rows."""
 
     def __init__(self, payload: bytes):
-        fn, kwargs = pickle.loads(payload)
-        self.fn = _build(fn, kwargs)
+        self.fn = _BatchFunction.unpickle(payload, "ray actor")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         rows = [pickle.loads(blob) for blob in batch["row"]]
-        out = _checked(self.fn(rows), "ray actor")
+        out = self.fn(rows)
         return {"row": np.array([pickle.dumps(row) for row in out] or [], dtype=object)}
 
 
 @EXECUTORS.register("ray")
 @dataclass
-class RayExecutor:
+class RayExecutor(Executor):
     """Batches run as a Ray Data `map_batches` stage with an actor pool, on the cluster `ray.init` joins.
+
+    The batch function travels to the actors with cloudpickle; the rows are read into the driver once, since Ray
+    Data starts from a list of items.
 
     Args:
         address: the cluster (`"auto"`, `"ray://head:10001"`); `None` joins the instance already started in this
@@ -204,22 +271,9 @@ class RayExecutor:
             ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
         return ray
 
-    def map_batches(
-        self,
-        fn: BatchFn | type,
-        rows: Iterable[Row],
-        batch_size: int = 1,
-        fn_constructor_kwargs: dict[str, Any] | None = None,
+    def _run(
+        self, fn: BatchFn | type, rows: Iterable[Row], batch_size: int, kwargs: dict[str, Any] | None
     ) -> Iterator[Row]:
-        """Yield the rows `fn` makes from each batch of `batch_size` input rows, in input order.
-
-        Args:
-            fn: as for `LocalExecutor.map_batches`; it travels to the actors with cloudpickle.
-            rows: input rows (read into the driver once, since Ray Data starts from a list of items).
-            batch_size: input rows per call.
-            fn_constructor_kwargs: arguments of the class's constructor.
-        """
-        _check_batch_size(batch_size)
         ray = self._init()
         items = [{"row": pickle.dumps(row)} for row in rows]
         if not items:
@@ -232,7 +286,7 @@ class RayExecutor:
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         concurrency = self.concurrency or max(1, min(blocks, int(cpus // max(self.num_cpus, 1e-3))))
-        payload = ray.cloudpickle.dumps((fn, fn_constructor_kwargs))
+        payload = ray.cloudpickle.dumps((fn, kwargs))
         stage = dataset.map_batches(
             _RayStage,
             fn_constructor_kwargs={"payload": payload},

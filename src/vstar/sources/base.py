@@ -28,10 +28,11 @@ from datasets import ClassLabel, Features
 from tqdm.auto import tqdm
 
 from vstar.cards import markdown_table, write_card
+from vstar.curate.executors import parallel_map
 from vstar.errors import ConfigError, InputError
 from vstar.io import ParquetRowWriter, configs_yaml, dataset_info_yaml, split_file
 from vstar.registry import Registry
-from vstar.sources.probe import EMPTY, MISSING, VideoProbe, parallel_map, probe_video
+from vstar.sources.probe import EMPTY, MISSING, VideoProbe, probe_video
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from typing import Any
 import av
 import numpy as np
 
+from vstar.curate.executors import parallel_map
 from vstar.errors import ConfigError, InputError
 from vstar.schema import source_features
 from vstar.sources.base import (
@@ -44,7 +45,7 @@ from vstar.sources.base import (
     skip,
     write_source_dataset,
 )
-from vstar.sources.probe import MISSING, UNDECODABLE, VideoProbe, parallel_map, probe_features, probe_video
+from vstar.sources.probe import MISSING, UNDECODABLE, VideoProbe, probe_features, probe_video
 
 logger = logging.getLogger(__name__)
 

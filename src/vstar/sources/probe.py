@@ -1,11 +1,11 @@
-"""Video probing from container metadata, and an order-keeping parallel map with bounded memory.
+"""Video probing from container metadata.
 
 `probe_video` reads duration, frame rate, size and codec from the container header, decodes the first shown frame
 and demuxes (without decoding) the packets after the last keyframe, so a missing, empty, truncated or undecodable
 file is found without decoding every frame. It agrees with `vstar.video`: the pre-roll an MP4 edit list hides is
 not the first frame, a video that starts later or ends earlier than its audio is measured on its own, and a
-transport stream (which states no duration) is as long as its data. `parallel_map` runs such work in worker
-processes while keeping at most two batches in flight, so memory stays flat however many clips stream through.
+transport stream (which states no duration) is as long as its data. Builders probe many clips at once with
+`vstar.curate.executors.parallel_map`.
 
 ```python
 from vstar.sources.probe import probe_video
@@ -18,18 +18,11 @@ Benchmark: `python bench/bench_sources.py`.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 import av
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # Kinds of probe failure, the first word of `VideoProbe.error` (the build report groups skipped rows by it).
 MISSING, EMPTY, TRUNCATED, UNDECODABLE = "missing", "empty", "truncated", "undecodable"
@@ -280,49 +273,3 @@ def _decodes_from_keyframe(context, packets):
 
 def _failed(info: VideoProbe, error: str) -> VideoProbe:
     return VideoProbe(info.duration, info.fps, info.width, info.height, info.codec, error)
-
-
-def _start_method() -> str:
-    # Workers only run PyAV code; forking avoids re-importing `datasets` in every worker.
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def parallel_map(
-    fn: Callable[[R], Any],
-    items: Iterable[T],
-    num_proc: int = 1,
-    batch_size: int = 64,
-    arg: Callable[[T], R] | None = None,
-) -> Iterator[tuple[T, Any]]:
-    """Yield `(item, fn(arg(item)))` in input order, computing `fn` in `num_proc` worker processes.
-
-    Items are consumed lazily: at most two batches of `batch_size * num_proc` items are in flight, so memory does
-    not grow with the number of items (`multiprocessing.Pool.imap` would read the whole input ahead).
-
-    Args:
-        fn: a picklable (module-level) function.
-        items: any iterable, consumed once.
-        num_proc: worker processes; 1 runs everything in this process.
-        batch_size: items per worker task batch.
-        arg: what of each item is sent to `fn` (default: the item itself); the item stays in this process.
-    """
-    arg = arg or (lambda item: item)
-    if num_proc <= 1:
-        for item in items:
-            yield item, fn(arg(item))
-        return
-    iterator = iter(items)
-    chunk = batch_size * num_proc
-    with multiprocessing.get_context(_start_method()).Pool(num_proc) as pool:
-        pending: deque = deque()
-        while True:
-            batch = list(islice(iterator, chunk))
-            if batch:
-                pending.append(
-                    (batch, pool.map_async(fn, [arg(item) for item in batch], chunksize=max(1, batch_size // 8)))
-                )
-            if pending and (len(pending) > 1 or not batch):
-                done_items, result = pending.popleft()
-                yield from zip(done_items, result.get())
-            if not batch and not pending:
-                return
