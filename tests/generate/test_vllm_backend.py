@@ -323,3 +323,29 @@ def test_run_generation_resumes_through_chunk_files(fake_vllm, tiny_model_dirs, 
         assert (row["question"], row["prompt"]) == (request.question, request.prompt)
         assert row["answer"] == echoed(request) and row["generator"] == model
     assert run_generation(requests, get_backend(settings, model), tmp_path, "direct", settings, 0, 1) == 0
+
+
+def test_samples_of_one_prompt_share_a_decoded_clip_and_draw_with_their_own_seeds(
+    fake_vllm, tiny_model_dirs, rows, monkeypatch
+):
+    # vLLM seeds each request's sampler: samples of one prompt with one seed would all be the same answer.
+    import vstar.generate.vllm as vllm_backend
+    from vstar.generate.base import build_requests
+    from vstar.tasks.base import get_task
+
+    decoded = []
+    real = vllm_backend.sample_clip
+    monkeypatch.setattr(vllm_backend, "sample_clip", lambda r, s: decoded.append(r.id) or real(r, s))
+    settings = GenerationSettings(backend="vllm", num_frames=4, temperature=0.8, seed=5, decode_workers=0)
+    backend = get_backend(settings, str(tiny_model_dirs["qwen2_5_vl"]))
+    requests = build_requests(get_task("shapes"), rows[:2], "direct", seed=0, num_samples=3)
+    backend.generate(requests)
+    assert decoded == [rows[0]["id"], rows[1]["id"]]  # one decode per clip, not per sample
+    call = FakeLLM.instances[-1].calls[-1]
+    assert [p.kwargs["seed"] for p in call["sampling_params"]] == [5, 6, 7, 5, 6, 7]
+    frames = [prompt["multi_modal_data"]["video"][0] for prompt in call["prompts"]]
+    assert all((f == frames[0]).all() for f in frames[:3]) and not (frames[0] == frames[3]).all()
+    # Greedy decoding needs no seed per sample: the one shared SamplingParams.
+    backend.use_settings(GenerationSettings(backend="vllm", num_frames=4, temperature=0.0, decode_workers=0))
+    backend.generate(requests)
+    assert FakeLLM.instances[-1].calls[-1]["sampling_params"] is backend.sampling_params

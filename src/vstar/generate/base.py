@@ -177,6 +177,22 @@ class GenerationSettings:
     )
 
 
+def distinct_prompts(requests: Sequence[GenerationRequest]) -> tuple[list[GenerationRequest], list[int]]:
+    """The requests that differ in what the model sees (samples of one prompt collapse), and for each request the
+    index of its distinct one."""
+    distinct: list[GenerationRequest] = []
+    index: dict[tuple, int] = {}
+    owners = []
+    for request in requests:
+        key = (request.id, request.attempt, request.prompt, request.system, request.start, request.end,
+               request.text_only)  # fmt: skip
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(request)
+        owners.append(index[key])
+    return distinct, owners
+
+
 def sample_clip(request: GenerationRequest, settings: GenerationSettings) -> SampledClip:
     """The frames of a request's clip window, as the settings ask (`num_frames` or `video_fps`)."""
     if request.video is None:

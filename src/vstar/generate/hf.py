@@ -20,6 +20,7 @@ from vstar.generate.base import (
     GenerationBackend,
     GenerationRequest,
     GenerationSettings,
+    distinct_prompts,
     max_new_tokens,
     request_prompt,
     sample_clip,
@@ -66,22 +67,6 @@ def load_generation_model(model: str, adapter: str | None = None, dtype: torch.d
     if torch.cuda.is_available():
         loaded = loaded.to(local_device())
     return loaded.eval()
-
-
-def distinct_prompts(requests: Sequence[GenerationRequest]) -> tuple[list[GenerationRequest], list[int]]:
-    """The requests that differ in what the model sees (samples of one prompt collapse), and for each request the
-    index of its distinct one."""
-    distinct: list[GenerationRequest] = []
-    index: dict[tuple, int] = {}
-    owners = []
-    for request in requests:
-        key = (request.id, request.attempt, request.prompt, request.system, request.start, request.end,
-               request.text_only)  # fmt: skip
-        if key not in index:
-            index[key] = len(distinct)
-            distinct.append(request)
-        owners.append(index[key])
-    return distinct, owners
 
 
 # Processor outputs with one entry per video (not per text row), and how a video's entries are found.

@@ -66,6 +66,7 @@ from vstar.generate.base import (
     GenerationBackend,
     GenerationRequest,
     GenerationSettings,
+    distinct_prompts,
     max_new_tokens,
     request_prompt,
     sample_clip,
@@ -335,13 +336,17 @@ def build_prompts(
     def clip(request: GenerationRequest) -> SampledClip:
         return sample_clip(request, settings)
 
-    with_video = [r for r in requests if not r.text_only]
-    clips = iter(list(pool.map(clip, with_video)) if pool else [clip(r) for r in with_video])
+    # Samples of one prompt (`GenerationRequest.sample`) share one decoded clip.
+    distinct, owners = distinct_prompts(requests)
+    with_video = [i for i, r in enumerate(distinct) if not r.text_only]
+    to_decode = [distinct[i] for i in with_video]
+    decoded = list(pool.map(clip, to_decode)) if pool else [clip(r) for r in to_decode]
+    videos = {i: video_input(c) for i, c in zip(with_video, decoded)}
     prompts = []
-    for request in requests:
+    for request, owner in zip(requests, owners):
         prompt: dict[str, Any] = {"prompt": request_prompt(processor, request)}
         if not request.text_only:
-            prompt["multi_modal_data"] = {"video": video_input(next(clips))}
+            prompt["multi_modal_data"] = {"video": videos[owner]}
         prompts.append(prompt)
     return prompts
 
@@ -562,14 +567,20 @@ class VLLMBatch:
 
 
 def request_sampling_kwargs(requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[dict]:
-    """`sampling_kwargs` per request: the same, but for requests that set their own `max_new_tokens`.
+    """`sampling_kwargs` per request: the same, but for requests that set their own `max_new_tokens`, and, when
+    sampling, a seed per sample (`settings.seed + request.sample`).
 
     Args:
         requests: the batch, in order.
         settings: the generation settings.
     """
     shared = sampling_kwargs(settings)
-    return [{**shared, "max_tokens": max_new_tokens(r, settings)} for r in requests]
+    kwargs = [{**shared, "max_tokens": max_new_tokens(r, settings)} for r in requests]
+    if "seed" in shared:
+        # Samples of one prompt must not share a seed: vLLM would give the same answer for each.
+        for request, kw in zip(requests, kwargs):
+            kw["seed"] = settings.seed + request.sample
+    return kwargs
 
 
 @BACKENDS.register("vllm")
@@ -670,7 +681,8 @@ class VLLMBackend(GenerationBackend):
         if not prepared.prompts:
             return []
         params: Any = self.sampling_params
-        if any(r.max_new_tokens is not None for r in prepared.requests):
+        sampled = self.settings.temperature > 0 and any(r.sample for r in prepared.requests)
+        if sampled or any(r.max_new_tokens is not None for r in prepared.requests):
             # `LLM.generate` takes one SamplingParams per prompt as well as one for all.
             vllm = import_vllm()
             params = [vllm.SamplingParams(**kw) for kw in request_sampling_kwargs(prepared.requests, self.settings)]
