@@ -60,7 +60,8 @@ def make_clips(folder: Path, count: int, shape: tuple[int, int, int] = (50, 120,
 def probe_rate(paths: Sequence[Path], num_proc: int) -> tuple[float, float]:
     """Clips probed per second by `parallel_map(probe_video, ...)` with `num_proc` processes, and the CPU
     milliseconds spent per clip (this process and its workers)."""
-    from vstar.sources.probe import parallel_map, probe_video
+    from vstar.curate.executors import parallel_map
+    from vstar.sources.probe import probe_video
 
     before, start = os.times(), time.perf_counter()
     results = [probe for _, probe in parallel_map(probe_video, [str(p) for p in paths], num_proc=num_proc)]
