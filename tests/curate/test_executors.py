@@ -94,6 +94,11 @@ def test_errors_and_unknown_names():
         list(get_executor("local").map_batches(lambda batch: {"x": 1}, ROWS, 2))
     with pytest.raises(TypeError, match="^local worker: the batch function must return a list of row dicts"):
         list(get_executor("local", num_proc=2).map_batches(_not_rows, ROWS, 2))
+    # A batch function that cannot be built (a model that fails to load) fails the stage with its own error, in
+    # this process and in workers, instead of starting new workers forever.
+    for num_proc in (1, 2):
+        with pytest.raises(FileNotFoundError, match="no-such-model"):
+            list(get_executor("local", num_proc=num_proc).map_batches(Unloadable, ROWS, 2, {"path": "no-such-model"}))
     # A failing batch fails the stage (the per-video errors of `vstar split` are caught inside its batch function).
     with pytest.raises(ZeroDivisionError):
         list(get_executor("local", num_proc=2).map_batches(_divide, ROWS, 2))
@@ -105,6 +110,14 @@ def test_errors_and_unknown_names():
         with pytest.raises(ConfigError, match="fn_constructor_kwargs is only for a class"):
             list(executor.map_batches(expand, ROWS, 2, {"factor": 3}))
     assert not multiprocessing.active_children()
+
+
+class Unloadable:
+    def __init__(self, path: str):
+        raise FileNotFoundError(f"{path}: no weights there")
+
+    def __call__(self, batch):
+        return batch
 
 
 def _divide(batch):

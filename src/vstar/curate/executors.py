@@ -97,7 +97,8 @@ def parallel_map(
         return
     iterator = iter(items)
     task_size, window = max(1, batch_size // 8), max(1, in_flight) * batch_size * num_proc
-    pool = multiprocessing.get_context(_start_method()).Pool(num_proc, initializer, initargs)
+    setup = (_guarded_setup, (initializer, initargs)) if initializer is not None else (None, ())
+    pool = multiprocessing.get_context(_start_method()).Pool(num_proc, *setup)
     try:
         pending: deque = deque()  # (items, their results to come), oldest first
         reading = 0
@@ -119,7 +120,22 @@ def parallel_map(
         pool.join()
 
 
+# A worker's failed set-up, raised by its first task: a pool whose initializer raises would start new workers
+# forever, and the map would never end.
+_SETUP_ERROR: BaseException | None = None
+
+
+def _guarded_setup(initializer: Callable[..., None], initargs: tuple) -> None:
+    global _SETUP_ERROR
+    try:
+        initializer(*initargs)
+    except Exception as error:
+        _SETUP_ERROR = error
+
+
 def _map_task(fn: Callable[[A], Any], args: list[A]) -> list[Any]:
+    if _SETUP_ERROR is not None:
+        raise _SETUP_ERROR
     return [fn(value) for value in args]
 
 
