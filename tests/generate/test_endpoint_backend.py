@@ -7,6 +7,7 @@ test_endpoint_serve.py).
 """
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 from vstar.errors import ConfigError
-from vstar.generate import GenerationRequest, GenerationSettings, get_backend, read_generations, read_skipped
+from vstar.generate import GenerationRequest, GenerationSettings, endpoint, get_backend, read_generations, read_skipped
 from vstar.generate.base import generation_key, run_generation
 from vstar.generate.endpoint import EndpointBackend, check_endpoint_url, retry_after_seconds
 from vstar.io import load_split
@@ -169,7 +170,7 @@ def backend_for(settings: GenerationSettings) -> EndpointBackend:
     return backend
 
 
-def test_frames_go_as_images_and_text_requests_as_text(teacher, rows, tmp_path):
+def test_frames_go_as_images_and_text_requests_as_text(teacher, rows, tmp_path, monkeypatch):
     settings = settings_for(teacher, image_format="png")
     requests = [
         GenerationRequest(r["id"], "clip", "Q", f"ok clip {i}", r["video"], 0.0, 0.5) for i, r in enumerate(rows)
@@ -204,6 +205,16 @@ def test_frames_go_as_images_and_text_requests_as_text(teacher, rows, tmp_path):
     again = GenerationRequest("summary-1", "summary", "", "ok summary 1")
     again.sample = 2
     assert [b["seed"] for b in backend.prepare([requests[-1], again]).bodies] == [0, 2]
+    # ... and share one decoded, encoded clip: the same images, decoded once.
+    samples = [dataclasses.replace(requests[0], sample=k) for k in range(3)]
+    decoded_ids = []
+    real = endpoint.sample_clip
+    monkeypatch.setattr(endpoint, "sample_clip", lambda r, s: decoded_ids.append(r.id) or real(r, s))
+    bodies = backend.prepare([*samples, requests[1]]).bodies
+    assert decoded_ids == [requests[0].id, requests[1].id]
+    assert [b["seed"] for b in bodies] == [0, 1, 2, 0]
+    images = [[p for p in b["messages"][0]["content"] if p["type"] == "image_url"] for b in bodies]
+    assert images[0] == images[1] == images[2] != images[3]
 
 
 def test_concurrency_is_limited(teacher, tmp_path):

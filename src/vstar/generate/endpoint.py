@@ -51,6 +51,7 @@ from vstar.generate.base import (
     GenerationRequest,
     GenerationSettings,
     RequestFailed,
+    distinct_prompts,
     max_new_tokens,
     sample_clip,
     weights_fingerprint,
@@ -127,7 +128,7 @@ def chat_body(
     model: str,
     request: GenerationRequest,
     settings: GenerationSettings,
-    frames: np.ndarray | None = None,
+    frames: np.ndarray | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The chat-completions request body for one request.
 
@@ -135,14 +136,13 @@ def chat_body(
         model: the model name the server knows.
         request: the request (its prompt, system prompt and answer limit).
         settings: `max_new_tokens`, `temperature`, `top_p`, `seed`, `image_format`.
-        frames: the clip's sampled frames, or `None` for a text-only request.
+        frames: the clip's sampled frames, or their `image_data_url`s (encoded once for the samples of a prompt),
+            or `None` for a text-only request.
     """
     content: list[dict[str, Any]] = []
     if frames is not None:
-        content += [
-            {"type": "image_url", "image_url": {"url": image_data_url(frame, settings.image_format)}}
-            for frame in frames
-        ]
+        urls = [f if isinstance(f, str) else image_data_url(f, settings.image_format) for f in frames]
+        content += [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     content.append({"type": "text", "text": request.prompt})
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     if request.system is not None:
@@ -251,15 +251,21 @@ class EndpointBackend(GenerationBackend):
         )
 
     # -- preparing ----------------------------------------------------------------------------------------------
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        frames = None if request.text_only else sample_clip(request, self.settings).frames
-        return chat_body(self.model, request, self.settings, frames)
+    def _image_urls(self, request: GenerationRequest) -> list[str] | None:
+        if request.text_only:
+            return None
+        return [
+            image_data_url(frame, self.settings.image_format) for frame in sample_clip(request, self.settings).frames
+        ]
 
     def prepare(self, requests: Sequence[GenerationRequest]) -> EndpointBatch:
         requests = list(requests)
-        bodies = (
-            list(self._decoders.map(self._body, requests)) if self._decoders else [self._body(r) for r in requests]
-        )
+        # Samples of one prompt (`GenerationRequest.sample`) share one decoded and encoded clip.
+        distinct, owners = distinct_prompts(requests)
+        images = list(self._decoders.map(self._image_urls, distinct)) if self._decoders else [
+            self._image_urls(r) for r in distinct
+        ]  # fmt: skip
+        bodies = [chat_body(self.model, r, self.settings, images[owner]) for r, owner in zip(requests, owners)]
         return EndpointBatch(requests, bodies)
 
     # -- sending ------------------------------------------------------------------------------------------------
